@@ -1,0 +1,92 @@
+"""All settings in one place, read from the environment (prefix ``STS_``) once and passed down.
+
+Units are in the names: ``_s`` seconds, ``_bytes`` bytes. See ``.env.example`` for every variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipeline.errors import register_secret
+
+DEFAULT_API_BASE_URL = "https://api.elevenlabs.io"
+
+
+class Settings(BaseSettings):
+    """Pipeline settings. Every field maps to ``STS_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="STS_", env_file=None, extra="ignore")
+
+    # --- the speech-to-speech service
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("STS_API_KEY", "ELEVENLABS_API_KEY")
+    )
+    api_base_url: str = DEFAULT_API_BASE_URL
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 120.0  # longest silence between two chunks of a streamed response
+    write_timeout_s: float = 120.0
+
+    # --- queues and storage
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    limiter_url: str = ""  # Redis for the limiter, run state and budgets; empty = the broker's
+    s3_endpoint_url: str = ""  # empty = AWS; credentials come from boto3's usual chain
+    s3_region: str = "us-east-1"
+    runs_uri: str = ""  # s3://bucket/prefix where runs keep their manifests; empty = s3://<first output bucket>/sts-runs
+    queue: str = "sts"
+
+    # --- retries
+    max_attempts: int = 6  # API attempts per job (or per segment), the first included
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    cooldown_default_s: float = 2.0  # shared pause after a 429 that carries no Retry-After
+
+    # --- the shared limiter
+    max_concurrent_requests: int | None = None  # None: learn the plan's cap from the service's headers
+    requests_per_minute: int | None = None
+    lease_s: float = 60.0
+    slot_wait_s: float = 30.0  # longest wait for a slot inside a task before the job goes back to the queue
+    requeue_delay_s: float = 10.0
+
+    # --- delivery (see workers/heartbeat.py)
+    visibility_timeout_s: float = 60.0
+    heartbeat_interval_s: float = 15.0
+    restore_interval_s: float = 5.0
+    max_deliveries: int = 4
+    task_time_limit_s: float = 6 * 3600.0
+
+    # --- inputs and outputs
+    max_input_bytes: int = 500 * 1024 * 1024
+    max_input_seconds: float = 4 * 3600.0
+    allowed_input_buckets: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated; empty = any
+    allowed_output_buckets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_segment_seconds: float = 300.0
+    segment_workers: int = 4  # segments of one long input converted at once (still under the shared cap)
+
+    # --- spend
+    credits_per_second: float = 1000.0 / 60.0  # the vendor bills 1,000 credits a minute of input audio
+
+    @field_validator("allowed_input_buckets", "allowed_output_buckets", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def limiter_redis_url(self) -> str:
+        return self.limiter_url or self.broker_url
+
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. The API key is registered for redaction."""
+    settings = Settings()
+    register_secret(settings.api_key_value())
+    return settings
