@@ -1,0 +1,68 @@
+"""``sts-pipeline submit``: validate manifests, keep a copy of the run in S3, enqueue one task per job."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.cli import main
+
+
+@main.command()
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--run-id", default=None, help="Name the run (default: run-<UTC time>-<random>).")
+@click.option("--output-prefix", default=None, help="s3://bucket/prefix for lines without an output.")
+@click.option("--skip-invalid", is_flag=True, help="Enqueue the valid lines even if some are bad.")
+@click.option("--force", is_flag=True, help="Also enqueue jobs that already have a provenance record.")
+@click.option("--budget", type=float, default=None, help="Credits this run may spend; jobs beyond it are deferred.")
+@click.option("--wait", is_flag=True, help="Show progress until every job is done; exit 1 if any failed.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
+def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str | None, skip_invalid: bool,
+           force: bool, budget: float | None, wait: bool, timeout: float | None) -> None:
+    """Validate MANIFESTS and enqueue their jobs; print the run id."""
+    import redis
+    from rich.console import Console
+
+    from pipeline.config import get_settings
+    from pipeline.loader import enqueue
+    from pipeline.manifest import ManifestLimits, load_manifests
+    from pipeline.progress import counts_table, wait_for_run
+    from pipeline.runs import check_run_id, new_run_id, runs_root, save_run
+    from pipeline.s3uri import S3Uri
+    from pipeline.storage import Storage
+    from workers.app import create_app
+
+    console = Console(stderr=True)
+    settings = get_settings()
+    run_id = check_run_id(run_id or new_run_id())
+    shards = load_manifests(list(manifests), output_prefix=output_prefix,
+                            limits=ManifestLimits.from_settings(settings))
+    problems = [p for shard in shards for p in shard.problems]
+    for problem in problems:
+        console.print(str(problem), markup=False, highlight=False)
+    if problems and not skip_invalid:
+        console.print(f"{len(problems)} problem(s): nothing was enqueued (fix the lines, or use --skip-invalid)")
+        sys.exit(1)
+    entries = [e for shard in shards for e in shard.entries]
+    if not entries:
+        console.print("no valid jobs to enqueue")
+        sys.exit(1)
+    storage = Storage.from_settings(settings)
+    root = runs_root(settings, S3Uri.parse(entries[0].output).bucket)
+    info = {"output_prefix": output_prefix, "budget": budget, "force": force, "skip_invalid": skip_invalid,
+            "runs_root": str(root)}
+    save_run(storage, root, run_id, info, {shard.name: Path(shard.path).read_bytes() for shard in shards
+                                           if shard.path})
+    client = redis.Redis.from_url(settings.limiter_redis_url)
+    report = enqueue(create_app(settings), storage, client, shards, run_id=run_id, force=force,
+                     budget_credits=budget, info={"runs_root": str(root)})
+    console.print(f"run {run_id}: {report.jobs} jobs, {report.enqueued} enqueued, {report.skipped} already done")
+    click.echo(run_id)
+    if not wait:
+        return
+    counts = wait_for_run(client, run_id, report.jobs, console=console, timeout_s=timeout)
+    console.print(counts_table(f"run {run_id}", counts))
+    bad = sum(counts.get(state, 0) for state in ("failed", "rejected", "deferred", "queued", "running"))
+    sys.exit(1 if bad else 0)

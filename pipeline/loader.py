@@ -1,0 +1,67 @@
+"""The loader: turns validated shards into one Celery task per job, skipping what S3 says is already done."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery import Celery
+
+from pipeline import __version__
+from pipeline.budget import Budget
+from pipeline.convert import TASK_CONVERT, JobMessage
+from pipeline.ledger import scan_outputs
+from pipeline.manifest import ManifestEntry, Shard
+from pipeline.runstate import JobState, RunState
+from pipeline.storage import Storage
+
+
+
+@dataclass
+class SubmitReport:
+    run_id: str
+    jobs: int = 0
+    enqueued: int = 0
+    skipped: int = 0
+    enqueued_ids: list[str] = field(default_factory=list)
+
+
+def task_id(run_id: str, job_id: str) -> str:
+    """Celery task id: the run and the job, so a job's deliveries in one run are easy to find."""
+    return f"{run_id}:{job_id}"
+
+
+def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence[Shard], *, run_id: str,
+            force: bool = False, budget_credits: float | None = None, info: dict[str, Any] | None = None,
+            entries: Sequence[ManifestEntry] | None = None) -> SubmitReport:
+    """Enqueue every valid entry of ``shards`` (or just ``entries``) not yet committed in S3 (all with ``force``)."""
+    chosen = list(entries) if entries is not None else [e for shard in shards for e in shard.entries]
+    report = SubmitReport(run_id=run_id, jobs=len(chosen))
+    done: set[str] = set()
+    if not force:
+        presence = scan_outputs(storage, (e.output for e in chosen))
+        done = {uri for uri, seen in presence.items() if seen.provenance}
+    state = RunState(client, run_id)
+    state.init({"jobs": str(len(chosen)), "shards": ",".join(s.name for s in shards),
+                "package_version": __version__, **{k: str(v) for k, v in (info or {}).items()}})
+    if budget_credits is not None:
+        Budget(client, run_id).set_limit(budget_credits)
+    skipped = [e for e in chosen if e.output in done]
+    todo = [e for e in chosen if e.output not in done]
+    state.mark_many((e.job_id for e in skipped), JobState.SKIPPED)
+    state.mark_many((e.job_id for e in todo), JobState.QUEUED)
+    now = time.time()
+    with app.producer_or_acquire() as producer:
+        for entry in todo:
+            message = JobMessage(run_id=run_id, shard=entry.shard, line=entry.line, job_id=entry.job_id,
+                                 output=entry.output, job=entry.job.model_dump(mode="json", exclude_none=True),
+                                 queued_at=now)
+            app.send_task(TASK_CONVERT, args=[message.to_dict()], task_id=task_id(run_id, entry.job_id),
+                          producer=producer)
+            report.enqueued_ids.append(entry.job_id)
+    report.enqueued = len(todo)
+    report.skipped = len(skipped)
+    return report

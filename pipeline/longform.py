@@ -1,0 +1,115 @@
+"""Long recordings: cut at silences, convert the segments in parallel, checkpoint each in S3, stitch once.
+
+Segments are converted inside the job (a thread pool, every request still under the shared limiter) rather than as
+separate Celery tasks: the stitch needs every segment on one disk, a chord on Redis is fragile (it can lose its
+callback), and the S3 checkpoints already make a retried job convert only what is missing.
+
+Checkpoints for output ``s3://B/K`` live under ``s3://B/K.work/seg-NNNN.<ext>`` and are deleted after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.attempts import AttemptRecord, Conversion, convert_with_retries, expected_output_s
+from pipeline.audio import AudioInfo
+from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE
+from pipeline.jobs import Job
+from pipeline.quality import measure
+from pipeline.s3uri import S3Uri
+from pipeline.segments import Segment, cut_segment, plan_segments, stitch
+from pipeline.storage import sha256_file
+
+if TYPE_CHECKING:
+    from pipeline.convert import WorkerContext
+
+log = logging.getLogger(__name__)
+
+WORK_SUFFIX = ".work/"
+OVERLAP_S = 0.05
+
+
+@dataclass
+class LongformResult:
+    conversion: Conversion
+    segments: list[dict[str, Any]]
+
+
+def work_prefix(output: S3Uri) -> S3Uri:
+    return output.child(WORK_SUFFIX)
+
+
+def _raw_args(job: Job) -> list[str]:
+    if job.file_format == "pcm_s16le_16":
+        return ["-f", "s16le", "-ar", str(PCM_S16LE_16_RATE), "-ac", "1"]
+    return []
+
+
+def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *, info: AudioInfo, output: S3Uri,
+                      max_segment_s: float, attempts: list[AttemptRecord], audio_content_type: str
+                      ) -> LongformResult:
+    """Convert a long input segment by segment, resuming from checkpoints, and stitch the result into ``out``."""
+    output_format = OUTPUT_FORMATS[job.output_format]
+    segments = plan_segments(prepared, max_segment_s=max_segment_s, input_args=_raw_args(job))
+    prefix = work_prefix(output)
+    done = {item.uri.key for item in ctx.storage.list(prefix.bucket, prefix.key)}
+    workdir = Path(tempfile.mkdtemp(prefix="segments-", dir=out.parent))
+    records: list[dict[str, Any]] = [{} for _ in segments]
+
+    def one(segment: Segment) -> Path:
+        name = f"seg-{segment.index:04d}.{output_format.extension}"
+        checkpoint = S3Uri(prefix.bucket, prefix.key + name)
+        converted = workdir / name
+        record: dict[str, Any] = {"index": segment.index, "start_s": segment.start_s, "end_s": segment.end_s,
+                                  "duration_in_s": round(segment.end_s - segment.start_s, 6)}
+        if checkpoint.key in done:
+            ctx.storage.download(checkpoint, converted)
+            record.update(source="checkpoint")
+        else:
+            piece = cut_segment(prepared, segment, workdir / f"in-{segment.index:04d}", file_format=job.file_format,
+                                overlap_s=OVERLAP_S, input_args=_raw_args(job))
+            seg_attempts: list[AttemptRecord] = []
+            try:
+                conversion = convert_with_retries(
+                    ctx.calls, job, piece, converted, input_s=_piece_seconds(segment, len(segments)),
+                    audio_content_type=audio_content_type, segment=segment.index, attempts=seg_attempts)
+            finally:
+                attempts.extend(seg_attempts)
+            ctx.storage.upload_file(converted, checkpoint, content_type=output_format.content_type,
+                                    sha256=sha256_file(converted))
+            record.update(source="converted", request_ids=[a.request_id for a in seg_attempts if a.request_id],
+                          attempts=len(seg_attempts), duration_out_s=conversion.quality.duration_out_s)
+        records[segment.index] = record
+        return converted
+
+    with ThreadPoolExecutor(max_workers=max(1, ctx.calls.settings.segment_workers)) as pool:
+        converted_paths = list(pool.map(one, segments))
+    stitch(converted_paths, segments, segment_format=output_format, output_format=output_format, out=out,
+           crossfade_s=OVERLAP_S)
+    quality = measure(out, output_format=output_format, input_duration_s=expected_output_s(job, info.duration_s))
+    last = next((a for a in reversed(attempts) if a.outcome == "ok"), None)
+    from pipeline.sts_client import CallResult
+
+    result = CallResult(200, {"request-id": last.request_id} if last and last.request_id else {},
+                        out.stat().st_size, 0.0, 0.0)
+    return LongformResult(Conversion(result, quality, attempts), records)
+
+
+def _piece_seconds(segment: Segment, count: int) -> float:
+    inner_edges = (segment.index > 0) + (segment.index < count - 1)
+    return segment.end_s - segment.start_s + inner_edges * OVERLAP_S
+
+
+def delete_work(ctx: WorkerContext, output: S3Uri) -> int:
+    """Remove a job's segment checkpoints after its commit; return how many were removed."""
+    prefix = work_prefix(output)
+    removed = 0
+    for item in list(ctx.storage.list(prefix.bucket, prefix.key)):
+        ctx.storage.delete(item.uri)
+        removed += 1
+    return removed

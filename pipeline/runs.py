@@ -1,0 +1,70 @@
+"""Where a run keeps its manifests and settings in S3, so it can be found again from any machine.
+
+    <runs root>/<run_id>/run.json              run id, created, output prefix, budget, shard names, package version
+    <runs root>/<run_id>/manifests/<shard>     a byte-exact copy of each manifest as submitted
+
+The runs root is ``STS_RUNS_URI``, or ``s3://<first output bucket>/sts-runs``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pipeline.config import Settings
+from pipeline.errors import ConfigError
+from pipeline.s3uri import S3Uri
+from pipeline.storage import Storage
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+DEFAULT_RUNS_PREFIX = "sts-runs"
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("run-%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise ConfigError(f"run id {run_id!r} must be 1-100 letters, digits, '.', '_' or '-'")
+    return run_id
+
+
+def runs_root(settings: Settings, output_bucket: str | None = None) -> S3Uri:
+    if settings.runs_uri:
+        root = S3Uri.parse(settings.runs_uri, require_key=False)
+        return S3Uri(root.bucket, root.key.rstrip("/"))
+    if output_bucket is None:
+        raise ConfigError("set STS_RUNS_URI (s3://bucket/prefix) so runs can be found by id")
+    return S3Uri(output_bucket, DEFAULT_RUNS_PREFIX)
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    run_id: str
+    info: dict[str, Any]
+    manifests: dict[str, bytes]  # shard name -> bytes as submitted
+
+
+def _join(root: S3Uri, *parts: str) -> S3Uri:
+    key = "/".join(p for p in (root.key, *parts) if p)
+    return S3Uri(root.bucket, key)
+
+
+def save_run(storage: Storage, root: S3Uri, run_id: str, info: dict[str, Any], manifests: dict[str, bytes]) -> None:
+    """Store the manifests, then run.json (the marker that the run's copy is complete)."""
+    for name, data in manifests.items():
+        storage.put_bytes(_join(root, run_id, "manifests", name), data, content_type="text/plain; charset=utf-8")
+    storage.put_json(_join(root, run_id, "run.json"), {**info, "run_id": run_id, "shards": sorted(manifests)})
+
+
+def load_run(storage: Storage, root: S3Uri, run_id: str) -> StoredRun:
+    found = storage.get_json(_join(root, check_run_id(run_id), "run.json"))
+    if found is None:
+        raise ConfigError(f"no run {run_id!r} under {root}: check the id and STS_RUNS_URI")
+    info, _ = found
+    manifests = {name: storage.get_bytes(_join(root, run_id, "manifests", name)) for name in info["shards"]}
+    return StoredRun(run_id, info, manifests)

@@ -1,0 +1,80 @@
+"""Visibility heartbeat: turns kombu's Redis visibility timeout into a lease that lives as long as the worker.
+
+kombu's Redis transport keeps every unacked delivery in the sorted set ``unacked_index`` scored with its delivery time,
+and a periodic sweep re-queues those older than the visibility timeout (VT) — even while the task still runs. This
+consumer bootstep re-scores the delivery tags of the worker's reserved and active requests every
+``heartbeat_interval_s`` with ``ZADD XX <now>``, so:
+
+- a job that runs for hours is never re-delivered while its worker lives (its score keeps moving), and
+- a SIGKILLed worker stops beating, so its jobs are re-queued about VT + one sweep after the kill.
+
+It leans on kombu internals (the key name and the score's meaning); pyproject pins kombu's range and
+``tests/integration/test_delivery.py`` proves both properties.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from celery import bootsteps
+from celery.worker import state as worker_state
+
+log = logging.getLogger(__name__)
+
+UNACKED_INDEX_KEY = "unacked_index"  # kombu's default ``unacked_index_key`` transport option
+
+
+class VisibilityHeartbeat(bootsteps.StartStopStep):
+    """Consumer bootstep: keep this worker's deliveries visible-timeout-fresh while they are held."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._timer_entry: Any = None
+        self._redis: redis.Redis | None = None
+
+    def start(self, parent: Any) -> None:
+        conf = parent.app.conf
+        interval_s = float(conf.sts_heartbeat_interval_s)
+        self._redis = redis.Redis.from_url(conf.broker_url, socket_timeout=5, socket_connect_timeout=5)
+        self._timer_entry = parent.timer.call_repeatedly(interval_s, self.beat, priority=10)
+        log.info("visibility heartbeat every %.1f s (visibility timeout %.0f s)", interval_s,
+                 conf.broker_transport_options.get("visibility_timeout", 0))
+
+    def beat(self) -> int:
+        """Re-score every held delivery; return how many were refreshed."""
+        tags = [tag for tag in self._held_tags() if tag]
+        if not tags or self._redis is None:
+            return 0
+        try:
+            now = time.time()
+            refreshed = self._redis.zadd(UNACKED_INDEX_KEY, {tag: now for tag in tags}, xx=True, ch=True)
+        except redis.RedisError as error:
+            log.warning("visibility heartbeat failed: %s", type(error).__name__)
+            return 0
+        return int(refreshed)
+
+    @staticmethod
+    def _held_tags() -> list[str]:
+        requests = list(worker_state.active_requests) + list(worker_state.reserved_requests)
+        tags = []
+        for request in requests:
+            message = getattr(request, "message", None)
+            tag = getattr(message, "delivery_tag", None)
+            if tag:
+                tags.append(str(tag))
+        return tags
+
+    def stop(self, parent: Any) -> None:
+        if self._timer_entry is not None:
+            self._timer_entry.cancel()
+            self._timer_entry = None
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+    shutdown = stop
