@@ -20,7 +20,7 @@ chaos: setup
 	$(PY) -m bench.chaos
 
 compose-check:
-	docker compose config --quiet
+	@if command -v docker-compose >/dev/null; then docker-compose config -q; else docker compose config -q; fi && echo 'docker-compose.yml is valid'
 
 clean:
 	rm -rf demo-output .pytest_cache

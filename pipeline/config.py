@@ -19,7 +19,7 @@ DEFAULT_API_BASE_URL = "https://api.elevenlabs.io"
 class Settings(BaseSettings):
     """Pipeline settings. Every field maps to ``STS_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="STS_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="STS_", env_file=None, extra="ignore", env_ignore_empty=True)
 
     # --- the speech-to-speech service
     api_key: SecretStr | None = Field(

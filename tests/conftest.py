@@ -1,6 +1,7 @@
 """Shared fixtures: real services on free loopback ports, started once per session and stopped at the end.
 
-- ``stack``: a LocalStack with redis-server, moto's S3 server and the offline STS server (no faults).
+- ``stack``: a LocalStack with redis-server and moto's S3 server.
+- ``offline_sts``: the same stack with the offline STS server started too (no faults).
 - ``s3``: a boto3 client for the stack's S3 server; ``bucket`` makes a fresh bucket per test.
 - ``redis_client``: a redis-py client on a database flushed before each test that asks for it.
 """
@@ -23,8 +24,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(workdir=tmp_path_factory.mktemp("stack")) as local:
         local.start_redis()
         local.start_s3()
-        local.start_sts()
         yield local
+
+
+@pytest.fixture(scope="session")
+def offline_sts(stack: LocalStack) -> LocalStack:
+    if stack.sts_port is None:
+        stack.start_sts()
+    return stack
 
 
 @pytest.fixture(autouse=True)

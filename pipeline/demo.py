@@ -1,0 +1,124 @@
+"""``make demo``: the main job end to end on embedded local services, then everything stopped again.
+
+Starts redis-server, moto's S3 server, the offline STS server and one worker on free loopback ports; records the
+sample inputs that ``manifests/examples/demo.jsonl`` names (espeak-ng speech where installed, else a speech-like
+signal); uploads them; submits the manifest with a progress bar; prints a summary from the provenance records; and
+copies outputs and provenance to ``./demo-output/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import Settings
+from pipeline.embedded import LocalStack
+from pipeline.manifest import load_manifest
+from pipeline.provenance import provenance_uri
+from pipeline.s3uri import S3Uri
+from pipeline.samples import write_speech_like
+from pipeline.storage import Storage, sha256_file
+
+MANIFEST = Path("manifests/examples/demo.jsonl")
+OUT_DIR = Path("demo-output")
+SENTENCES = (
+    "Welcome back to the show. Today we talk about old radios, and why they still sound so warm.",
+    "The quick brown fox jumps over the lazy dog, twice, and then takes a well deserved nap.",
+    "Every recording keeps its timing, its pauses, and its emotion, only the voice is new.",
+    "Batch jobs run at night, and in the morning the reconciler says what is done.",
+    "This sentence was spoken by a robot and converted by a pipeline on your own machine.",
+    "Thank you for listening. See you next week, same time, same place.",
+)
+
+
+def record_sample(path: Path, index: int) -> None:
+    """A spoken sentence from espeak-ng (16 kHz WAV), or a speech-like signal where espeak-ng is missing."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        write_speech_like(path, 6.0, 16000, seed=index)
+        return
+    raw = path.with_suffix(".raw.wav")
+    voice = ("en-us", "en-gb", "en-us+f3", "en-us+m3")[index % 4]
+    subprocess.run([espeak, "-v", voice, "-s", "150", "-w", str(raw), SENTENCES[index % len(SENTENCES)]],
+                   check=True, capture_output=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(raw), "-ar", "16000", "-ac", "1", str(path)],
+                   check=True, capture_output=True)
+    raw.unlink()
+
+
+def summary(storage: Storage, outputs: list[str]) -> Table:
+    table = Table(title="demo: converted recordings")
+    for column in ("output", "voice", "format", "in s", "out s", "LUFS", "credits", "attempts"):
+        table.add_column(column)
+    for uri in outputs:
+        found = storage.get_json(provenance_uri(S3Uri.parse(uri)))
+        if found is None:
+            table.add_row(uri, "-", "-", "-", "-", "-", "-", "[red]no provenance")
+            continue
+        record, _ = found
+        quality = record.get("quality") or {}
+        lufs = quality.get("lufs")
+        table.add_row(uri.rsplit("/", 1)[-1], record["request"]["params"]["voice_id"],
+                      record["output"]["output_format"], f"{record['input']['duration_s']:.2f}",
+                      f"{record['output']['duration_s']:.2f}", "-" if lufs is None else f"{lufs:.1f}",
+                      f"{record['cost']['credits']:.0f}", str(len(record["attempts"])))
+    return table
+
+
+def copy_results(storage: Storage, outputs: list[str]) -> int:
+    OUT_DIR.mkdir(exist_ok=True)
+    copied = 0
+    for uri in outputs:
+        parsed = S3Uri.parse(uri)
+        for source in (parsed, provenance_uri(parsed)):
+            if storage.head(source) is not None:
+                storage.download(source, OUT_DIR / source.key.rsplit("/", 1)[-1])
+                copied += 1
+    return copied
+
+
+def main() -> int:
+    console = Console()
+    shard = load_manifest(MANIFEST)
+    if shard.problems:
+        for problem in shard.problems:
+            console.print(str(problem), markup=False)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="sts-demo-") as tmp, LocalStack(workdir=Path(tmp) / "stack") as stack:
+        console.print("[bold]starting[/] redis-server, S3 (moto), offline STS server, one worker (loopback only)")
+        stack.start_redis()
+        stack.start_s3()
+        stack.start_sts()
+        stack.start_worker(concurrency=2)
+        with stack.applied():
+            storage = Storage.from_settings(Settings())
+            inputs = sorted({entry.job.input for entry in shard.entries})
+            for bucket in {S3Uri.parse(u).bucket for u in inputs} | {S3Uri.parse(e.output).bucket
+                                                                      for e in shard.entries}:
+                storage.ensure_bucket(bucket)
+            for index, uri in enumerate(inputs):
+                wav = Path(tmp) / f"sample-{index}.wav"
+                record_sample(wav, index)
+                storage.upload_file(wav, S3Uri.parse(uri), content_type="audio/wav", sha256=sha256_file(wav))
+            console.print(f"recorded and uploaded {len(inputs)} samples")
+            submitted = subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", "submit", str(MANIFEST), "--wait", "--timeout", "300"],
+                env=stack.env())
+            outputs = [entry.output for entry in shard.entries]
+            console.print(summary(storage, outputs))
+            copied = copy_results(storage, outputs)
+            console.print(f"copied {copied} files (outputs and provenance) to ./{OUT_DIR}/")
+            console.print(json.dumps({"jobs": len(outputs), "submit_exit": submitted.returncode}))
+        console.print("stopping services")
+    return submitted.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Helpers the integration tests share: per-test isolation on the shared services, sample uploads, CLI runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from pipeline.embedded import LocalStack, Service
+from pipeline.formats import OUTPUT_FORMATS
+from pipeline.samples import speech_like
+
+VOICES = ("BKkWQENix2VWeAv6YV5R", "AxUN8DXFT6JYQPLTV7j9", "vK7n2rg6OeynABb4ilbv", "xmXfcXc3zRgo3GlCx0pq")
+
+
+@dataclass
+class Lane:
+    """One test's private lane on the shared services: its own queue, API key (so its own limiter) and buckets."""
+
+    stack: LocalStack
+    queue: str
+    api_key: str
+    overrides: dict[str, str] = field(default_factory=dict)
+    workers: list[Service] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = self.stack.env()
+        env.update({"STS_QUEUE": self.queue, "STS_API_KEY": self.api_key, **self.overrides, **extra})
+        return env
+
+    def start_worker(self, concurrency: int = 2, **extra: str) -> Service:
+        name = f"{self.queue}-w{len(self.workers)}"
+        argv = [sys.executable, "-m", "pipeline.cli", "worker", "-c", str(concurrency), "--hostname", f"{name}@%h",
+                "--loglevel", "INFO"]
+        service = Service(name, argv, self.env(**extra), self.stack.workdir / f"{name}.log")
+        service.start()
+        self.workers.append(service)
+        return service
+
+    def cli(self, *args: str, timeout_s: float = 300, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=self.env(**extra),
+                              capture_output=True, text=True, timeout=timeout_s)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+@contextmanager
+def lane(stack: LocalStack, **overrides: str) -> Iterator[Lane]:
+    tag = uuid.uuid4().hex[:8]
+    current = Lane(stack, queue=f"q-{tag}", api_key=f"test-key-{tag}", overrides=dict(overrides))
+    try:
+        yield current
+    finally:
+        current.close()
+
+
+def write_input(path: Path, seconds: float, *, sr: int = 16000, seed: int = 0) -> Path:
+    """A speech-like recording in the format the suffix names (.wav, .flac, .mp3 via ffmpeg, .pcm raw 16 kHz)."""
+    signal = speech_like(seconds, sr, seed=seed)
+    if path.suffix == ".pcm":
+        (np.clip(signal, -1, 1) * 32767).astype("<i2").tofile(path)
+    elif path.suffix in (".wav", ".flac"):
+        sf.write(path, signal, sr)
+    else:
+        wav = path.with_suffix(".src.wav")
+        sf.write(wav, signal, sr)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), str(path)], check=True)
+        wav.unlink()
+    return path
+
+
+def decoded_seconds(path: Path, output_format: str) -> float:
+    """Duration of an output by decoding it with ffmpeg and counting samples."""
+    fmt = OUTPUT_FORMATS[output_format]
+    raw = subprocess.run(["ffmpeg", "-v", "error", *fmt.ffmpeg_input_args(), "-i", str(path), "-f", "s16le",
+                          "-ac", "1", "-ar", str(fmt.sample_rate), "-"], check=True, capture_output=True).stdout
+    return len(raw) / 2 / fmt.sample_rate
+
+
+def write_jsonl(path: Path, lines: Sequence[Mapping[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
