@@ -21,7 +21,8 @@ class S3Uri:
         rest = uri[len("s3://"):]
         bucket, _, key = rest.partition("/")
         if not _BUCKET.match(bucket) or ".." in bucket:
-            raise ValueError(f"{bucket!r} is not a valid bucket name"[:200])
+            raise ValueError(f"{bucket[:80]!r} is not a valid bucket name: 3-63 lowercase letters, digits, '.' or '-', "
+                             "starting and ending with a letter or digit")
         if require_key and not key:
             raise ValueError("names a bucket but no object key")
         if key:

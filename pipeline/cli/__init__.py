@@ -15,6 +15,7 @@ def main() -> None:
 
 def _register() -> None:
     from pipeline.cli import worker  # noqa: F401  (each module adds its command to ``main``)
+    from pipeline.cli import validate  # noqa: F401
 
 
 _register()

@@ -1,0 +1,71 @@
+"""The committed JSON Schema is the generator's output, and it agrees with the loader on the examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from pipeline.jobs import Job, VoiceSettings
+from pipeline.manifest import load_manifest
+from pipeline.schema import DESCRIPTIONS, manifest_line_schema, render_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = ROOT / "manifests" / "schema.json"
+EXAMPLES = sorted((ROOT / "manifests" / "examples").iterdir())
+
+
+@pytest.fixture(scope="module")
+def validator() -> Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def test_committed_schema_is_what_the_generator_produces() -> None:
+    # regenerate with: python -m pipeline.schema > manifests/schema.json
+    assert SCHEMA_PATH.read_text() == render_schema()
+
+
+def test_every_field_has_a_description_and_no_description_is_stale() -> None:
+    fields = set(Job.model_fields) | {f"voice_settings.{name}" for name in VoiceSettings.model_fields}
+    assert set(DESCRIPTIONS) == fields
+    schema = manifest_line_schema()
+    assert set(schema["properties"]) == set(Job.model_fields)
+    assert all(spec["description"] for spec in schema["properties"].values())
+
+
+def test_examples_exist() -> None:
+    assert [path.name for path in EXAMPLES] == ["dataset.csv", "demo.jsonl", "podcast.jsonl"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
+def test_every_example_line_validates_against_the_schema_and_the_loader(
+        path: Path, validator: Draft202012Validator) -> None:
+    shard = load_manifest(path, output_prefix="s3://voice-datasets/converted")
+    assert shard.problems == []
+    assert len(shard.entries) == shard.line_count > 0
+    for entry in shard.entries:
+        errors = [error.message for error in validator.iter_errors(entry.raw)]
+        assert errors == [], f"{path.name}:{entry.line}"
+
+
+@pytest.mark.parametrize("line", [
+    {"input": "s3://in-bucket/a.wav"},
+    {"input": "s3://in-bucket/a.wav", "voice_id": "v", "seed": -1},
+    {"input": "s3://in-bucket/a.wav", "voice_id": "v", "seed": "3"},
+    {"input": "s3://in-bucket/a.wav", "voice_id": "v", "output_format": "mp3"},
+    {"input": "s3://in-bucket/a.wav", "voice_id": "v", "model_id": "eleven_multilingual_v2"},
+    {"input": "s3://in-bucket/a.wav", "voice_id": "v", "voice_settings": {"speed": 2.0}},
+    {"input": "s3://in-bucket/a.wav", "voice_id": "v", "voice_settings": {"stabilty": 0.5}},
+    {"input": "s3://in-bucket/a.wav", "voice_id": "v b"},
+    {"input": "/local/a.wav", "voice_id": "v"},
+    {"input": "s3://in-bucket/a.wav", "voice_id": "v", "colour": "red"},
+])
+def test_schema_rejects_what_the_model_rejects(line: dict[str, Any], validator: Draft202012Validator) -> None:
+    assert not validator.is_valid(line)
+    with pytest.raises(ValueError):
+        Job.model_validate(line)
