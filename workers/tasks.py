@@ -14,9 +14,8 @@ from pipeline.budget import Budget
 from pipeline.config import get_settings
 from pipeline.convert import TASK_CONVERT, JobMessage, WorkerContext, run_job
 from pipeline.errors import SlotUnavailableError, StorageUnavailableError
-from pipeline.limiter import Limiter, LimiterConfig
+from pipeline.limiter import Limiter, LimiterConfig, key_id_for
 from pipeline.runstate import RunState
-from pipeline.keys import api_key_id
 from pipeline.storage import Storage
 from pipeline.sts_client import StsClient
 
@@ -36,7 +35,7 @@ def worker_context() -> WorkerContext:
     settings = get_settings()
     api_key = settings.api_key_value() or ""
     limiter_redis = redis.Redis.from_url(settings.limiter_redis_url)
-    limiter = Limiter(limiter_redis, api_key_id(api_key), LimiterConfig(
+    limiter = Limiter(limiter_redis, key_id_for(api_key), LimiterConfig(
         configured_cap=settings.max_concurrent_requests, requests_per_minute=settings.requests_per_minute,
         lease_s=settings.lease_s, cooldown_default_s=settings.cooldown_default_s))
     client = StsClient(settings.api_base_url, api_key, connect_timeout_s=settings.connect_timeout_s,
