@@ -59,11 +59,15 @@ def test_submit_waits_and_succeeds(converted) -> None:  # type: ignore[no-untype
 
 def test_every_output_decodes_with_the_input_duration(converted, s3) -> None:  # type: ignore[no-untyped-def]
     tmp: Path = converted["tmp"]
+    off = {}
     for uri, (seconds, output_format) in converted["durations"].items():
         key = uri.removeprefix("s3://e2e-out/")
         local = tmp / key.replace("/", "_")
         s3.download_file("e2e-out", key, str(local))
-        assert decoded_seconds(local, output_format) == pytest.approx(seconds, abs=0.05), uri
+        decoded = decoded_seconds(local, output_format)
+        if abs(decoded - seconds) > 0.05:
+            off[uri] = (output_format, seconds, round(decoded, 4))
+    assert not off
 
 
 def test_every_provenance_record_is_complete(converted, s3) -> None:  # type: ignore[no-untyped-def]
