@@ -68,6 +68,11 @@ class Settings(BaseSettings):
 
     # --- spend
     credits_per_second: float = 1000.0 / 60.0  # the vendor bills 1,000 credits a minute of input audio
+    model_credits_per_second: dict[str, float] = Field(default_factory=dict)  # JSON; per-model override of the above
+
+    def credits_rate(self, model_id: str) -> float:
+        """Estimated credits per second of input audio for a model."""
+        return self.model_credits_per_second.get(model_id, self.credits_per_second)
 
     @field_validator("allowed_input_buckets", "allowed_output_buckets", mode="before")
     @classmethod

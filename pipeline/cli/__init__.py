@@ -27,9 +27,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import submit, worker  # noqa: F401  (each module adds its command to ``main``)
+    from pipeline.cli import plan, submit, worker  # noqa: F401  (each module adds its command to ``main``)
     from pipeline.cli import validate  # noqa: F401
     from pipeline.cli import serve  # noqa: F401
+    from pipeline.cli import reconcile, retry, status  # noqa: F401
 
 
 _register()

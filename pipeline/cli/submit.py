@@ -25,6 +25,7 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
     import redis
     from rich.console import Console
 
+    from pipeline.budget import Budget
     from pipeline.config import get_settings
     from pipeline.loader import enqueue
     from pipeline.manifest import ManifestLimits, load_manifests
@@ -64,5 +65,8 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
         return
     counts = wait_for_run(client, run_id, report.jobs, console=console, timeout_s=timeout)
     console.print(counts_table(f"run {run_id}", counts))
+    run_budget = Budget(client, run_id)
+    limit = run_budget.limit()
+    console.print(f"credits spent: {run_budget.spent():.0f}" + (f" of a budget of {limit:.0f}" if limit else ""))
     bad = sum(counts.get(state, 0) for state in ("failed", "rejected", "deferred", "queued", "running"))
     sys.exit(1 if bad else 0)
