@@ -65,15 +65,17 @@ def _history_item_id() -> str:
 
 
 async def _read_audio(form_audio: object, max_bytes: int) -> bytes | None:
+    """The uploaded file's bytes (None when absent); 422 for a plain text field or an upload over the limit."""
     if form_audio is None:
         return None
-    if isinstance(form_audio, UploadFile):
-        if form_audio.size is not None and form_audio.size > max_bytes:
-            raise RejectedError("audio too large", detail=[validation.audio_limit_problem(
-                f"Audio file is {form_audio.size} bytes; the limit is {max_bytes} bytes "
-                f"({max_bytes / 1024 / 1024:g} MB) per request. Split the recording or compress it.")])
-        return await form_audio.read()
-    return str(form_audio).encode("latin-1", "replace")
+    if not isinstance(form_audio, UploadFile):
+        raise RejectedError("audio is not a file", detail=[validation.audio_limit_problem(
+            f"Expected UploadFile, received: {type(form_audio)}")])
+    if form_audio.size is not None and form_audio.size > max_bytes:
+        raise RejectedError("audio too large", detail=[validation.audio_limit_problem(
+            f"Audio file is {form_audio.size} bytes; the limit is {max_bytes} bytes "
+            f"({max_bytes / 1024 / 1024:g} MB) per request. Split the recording or compress it.")])
+    return await form_audio.read()
 
 
 async def handle(request: Request, voice_id: str, *, streaming: bool) -> Response:
@@ -118,13 +120,12 @@ async def _admitted(request: Request, state: ServerState, voice_id: str, headers
         raise ApiError(f"A voice with the voice_id {voice_id} was not found. GET /v1/voices lists the voices.",
                        status=404, api_status="voice_not_found")
     form = await request.form()
-    fields = {key: value for key, value in form.multi_items() if isinstance(value, str) and key != "audio"}
-    data = await _read_audio(form.get("audio"), state.config.max_input_bytes)
-    parsed = validation.parse_request(request.query_params, fields, has_audio=data is not None)
-    assert data is not None
     try:
-        samples = await decode_upload(data, parsed.form.file_format, max_seconds=state.config.max_input_seconds,
-                                      tmp_dir=state.config.tmp_dir)
+        fields = {key: value for key, value in form.multi_items() if isinstance(value, str) and key != "audio"}
+        data = await _read_audio(form.get("audio"), state.config.max_input_bytes)
+        parsed = validation.parse_request(request.query_params, fields, has_audio=data is not None)
+        assert data is not None  # parse_request rejects a request without audio
+        samples = await decode_upload(data, parsed.form.file_format, max_seconds=state.config.max_input_seconds)
     except InputError as error:
         if error.reason == "too_long":
             raise RejectedError(error.message, detail=[validation.audio_limit_problem(error.message)]) from error

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -33,9 +32,9 @@ def decode_pcm_s16le(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
 
 
-async def decode_with_ffmpeg(data: bytes, *, max_seconds: float, tmp_dir: Path | None = None) -> np.ndarray:
+async def decode_with_ffmpeg(data: bytes, *, max_seconds: float) -> np.ndarray:
     """Any format ffmpeg reads, downmixed to mono and resampled to the working rate."""
-    with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="sts-upload-", suffix=".bin") as upload:
+    with tempfile.NamedTemporaryFile(prefix="sts-upload-", suffix=".bin") as upload:
         upload.write(data)
         upload.flush()
         proc = await asyncio.create_subprocess_exec(
@@ -50,8 +49,7 @@ async def decode_with_ffmpeg(data: bytes, *, max_seconds: float, tmp_dir: Path |
     return np.frombuffer(stdout[:len(stdout) - len(stdout) % 4], dtype="<f4").copy()
 
 
-async def decode_upload(data: bytes, file_format: str, *, max_seconds: float,
-                        tmp_dir: Path | None = None) -> np.ndarray:
+async def decode_upload(data: bytes, file_format: str, *, max_seconds: float) -> np.ndarray:
     """The upload as float32 samples at 16 kHz; ``InputError`` if it is empty, undecodable or too long."""
     if not data:
         raise InputError("The audio file is empty.", reason="empty_input")
@@ -59,7 +57,7 @@ async def decode_upload(data: bytes, file_format: str, *, max_seconds: float,
         samples = decode_pcm_s16le(data)
         rate = PCM_S16LE_16_RATE
     else:
-        samples = await decode_with_ffmpeg(data, max_seconds=max_seconds, tmp_dir=tmp_dir)
+        samples = await decode_with_ffmpeg(data, max_seconds=max_seconds)
         rate = WORK_RATE_HZ
     if not len(samples):
         raise InputError("The audio contains no samples.", reason="empty_input")

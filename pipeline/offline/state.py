@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pipeline.offline.faults import FaultInjector, FaultSettings
 from pipeline.offline.stats import Stats
@@ -28,7 +27,6 @@ class ServerConfig:
     credits_per_second: float = DEFAULT_CREDITS_PER_SECOND
     plan_concurrency: int = DEFAULT_PLAN_CONCURRENCY
     workers: int = 2
-    tmp_dir: Path | None = None
     faults: FaultSettings = field(default_factory=FaultSettings)
 
 

@@ -115,8 +115,14 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         yield local
 
 
+@pytest.fixture(scope="module")
+def initial_knobs(fault_stack: LocalStack) -> dict[str, Any]:
+    """The fault server's knobs as its flags set them, read before any test changes them."""
+    return httpx.get(f"{fault_stack.sts_url}/_admin/faults").json()  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def faulty(fault_stack: LocalStack) -> Iterator[str]:
+def faulty(fault_stack: LocalStack, initial_knobs: dict[str, Any]) -> Iterator[str]:
     """The fault server's URL, knobs back at the flags' values and counters zeroed."""
     url = fault_stack.sts_url
     assert httpx.put(f"{url}/_admin/faults", json=BASE_KNOBS).status_code == 200
@@ -177,6 +183,9 @@ def test_validation_errors_have_the_service_shape(url: str, clip_wav: bytes) -> 
     assert missing.status_code == 422
     assert missing.json()["detail"] == [{"type": "missing", "loc": ["body", "audio"], "msg": "Field required",
                                          "input": None}]
+    not_a_file = httpx.post(f"{url}/v1/speech-to-speech/{DEFAULT_VOICE_ID}", headers={"xi-api-key": KEY},
+                            data={"audio": "not a file"})
+    assert not_a_file.status_code == 422 and not_a_file.json()["detail"][0]["loc"] == ["body", "audio"]
 
 
 def test_unknown_voice_bad_audio_and_bad_key(url: str, faulty: str, clip_wav: bytes) -> None:
@@ -291,8 +300,8 @@ def test_denoising_raises_the_speech_to_noise_ratio(url: str) -> None:
 
 # --- faults
 
-def test_fault_flags_are_the_starting_knobs(faulty: str) -> None:
-    assert httpx.get(f"{faulty}/_admin/faults").json() == BASE_KNOBS
+def test_fault_flags_are_the_starting_knobs(initial_knobs: dict[str, Any], faulty: str) -> None:
+    assert initial_knobs == BASE_KNOBS
     bad = httpx.put(f"{faulty}/_admin/faults", json={"rate_500": 2})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "rate_500"]
 
