@@ -10,6 +10,10 @@ from pipeline import __version__
 from pipeline.errors import PipelineError
 
 
+class _PipelineFailure(click.ClickException):
+    exit_code = 2
+
+
 class _Group(click.Group):
     """Shows our own errors as one clear line (exit 2) instead of a traceback."""
 
@@ -17,7 +21,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except PipelineError as error:
-            raise click.ClickException(error.message) from None
+            raise _PipelineFailure(error.message) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
