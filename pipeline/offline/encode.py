@@ -19,6 +19,10 @@ from pipeline.formats import OutputFormat
 CHUNK_BYTES = 16384
 #: Ogg page length for opus, in microseconds: short pages let the stream start early
 OGG_PAGE_US = 100_000
+#: LAME's encoder delay (576) plus the mp3 decoder's (529), in samples at any rate. A streamed mp3 carries no LAME
+#: header to tell a decoder to drop them, so the stream starts that much into the audio instead: decoded, every
+#: sound lands at its input time and the file is at most one frame (26 ms) longer than the input.
+MP3_DELAY_SAMPLES = 1105
 
 
 def pcm_s16le(x: np.ndarray) -> bytes:
@@ -52,9 +56,15 @@ async def encode(blocks: AsyncIterator[np.ndarray], fmt: OutputFormat) -> AsyncG
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     stdin = proc.stdin
 
+    to_skip = MP3_DELAY_SAMPLES if fmt.codec == "mp3" else 0
+
     async def feed() -> None:
+        nonlocal to_skip
         try:
             async for block in blocks:
+                if to_skip:
+                    dropped = min(to_skip, len(block))
+                    block, to_skip = block[dropped:], to_skip - dropped
                 stdin.write(np.asarray(block, dtype="<f4").tobytes())
                 await stdin.drain()
         finally:
