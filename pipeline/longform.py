@@ -4,7 +4,10 @@ Segments are converted inside the job (a thread pool, every request still under 
 separate Celery tasks: the stitch needs every segment on one disk, a chord on Redis is fragile (it can lose its
 callback), and the S3 checkpoints already make a retried job convert only what is missing.
 
-Checkpoints for output ``s3://B/K`` live under ``s3://B/K.work/seg-NNNN.<ext>`` and are deleted after the commit.
+Segments are requested as headerless PCM at the output's rate, whatever the job's output format: decoded lossy
+segments would carry codec delay into every join, and the result is encoded only once, at the stitch.
+
+Checkpoints for output ``s3://B/K`` live under ``s3://B/K.work/seg-NNNN.<format>`` and are deleted after the commit.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pipeline.quality import measure
 from pipeline.s3uri import S3Uri
 from pipeline.segments import Segment, cut_segment, plan_segments, stitch
 from pipeline.storage import sha256_file
+from pipeline.sts_client import CallResult
 
 if TYPE_CHECKING:
     from pipeline.convert import WorkerContext
@@ -55,6 +59,8 @@ def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *
                       ) -> LongformResult:
     """Convert a long input segment by segment, resuming from checkpoints, and stitch the result into ``out``."""
     output_format = OUTPUT_FORMATS[job.output_format]
+    segment_format = OUTPUT_FORMATS[f"pcm_{output_format.sample_rate}"]
+    segment_job = job.model_copy(update={"output_format": segment_format.name})
     segments = plan_segments(prepared, max_segment_s=max_segment_s, input_args=_raw_args(job))
     prefix = work_prefix(output)
     done = {item.uri.key for item in ctx.storage.list(prefix.bucket, prefix.key)}
@@ -62,7 +68,7 @@ def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *
     records: list[dict[str, Any]] = [{} for _ in segments]
 
     def one(segment: Segment) -> Path:
-        name = f"seg-{segment.index:04d}.{output_format.extension}"
+        name = f"seg-{segment.index:04d}.{segment_format.name}"
         checkpoint = S3Uri(prefix.bucket, prefix.key + name)
         converted = workdir / name
         record: dict[str, Any] = {"index": segment.index, "start_s": segment.start_s, "end_s": segment.end_s,
@@ -76,11 +82,11 @@ def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *
             seg_attempts: list[AttemptRecord] = []
             try:
                 conversion = convert_with_retries(
-                    ctx.calls, job, piece, converted, input_s=_piece_seconds(segment, len(segments)),
+                    ctx.calls, segment_job, piece, converted, input_s=_piece_seconds(segment, len(segments)),
                     audio_content_type=audio_content_type, segment=segment.index, attempts=seg_attempts)
             finally:
                 attempts.extend(seg_attempts)
-            ctx.storage.upload_file(converted, checkpoint, content_type=output_format.content_type,
+            ctx.storage.upload_file(converted, checkpoint, content_type=segment_format.content_type,
                                     sha256=sha256_file(converted))
             record.update(source="converted", request_ids=[a.request_id for a in seg_attempts if a.request_id],
                           attempts=len(seg_attempts), duration_out_s=conversion.quality.duration_out_s)
@@ -89,14 +95,12 @@ def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *
 
     with ThreadPoolExecutor(max_workers=max(1, ctx.calls.settings.segment_workers)) as pool:
         converted_paths = list(pool.map(one, segments))
-    stitch(converted_paths, segments, segment_format=output_format, output_format=output_format, out=out,
-           crossfade_s=OVERLAP_S)
+    stitch(converted_paths, segments, segment_format=segment_format, output_format=output_format, out=out,
+           crossfade_s=OVERLAP_S, time_scale=expected_output_s(job, 1.0))
     quality = measure(out, output_format=output_format, input_duration_s=expected_output_s(job, info.duration_s))
     last = next((a for a in reversed(attempts) if a.outcome == "ok"), None)
-    from pipeline.sts_client import CallResult
-
     result = CallResult(200, {"request-id": last.request_id} if last and last.request_id else {},
-                        out.stat().st_size, 0.0, 0.0)
+                        out.stat().st_size, first_byte_s=0.0, duration_s=sum(a.duration_s for a in attempts))
     return LongformResult(Conversion(result, quality, attempts), records)
 
 
