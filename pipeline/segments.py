@@ -1,0 +1,277 @@
+"""Long recordings: plan cuts at silences, cut the pieces to send, and stitch the converted pieces back in time.
+
+The service takes at most a few minutes per request; podcast episodes run for hours. Every step streams, so memory
+stays flat for any length:
+
+- ``plan_segments`` decodes the input once at its own rate and keeps only a 10 ms energy envelope (100 values a
+  second). Each cut is the quietest point of a 200 ms smoothed envelope in the last part of the allowed length, so a
+  cut lands in the middle of a pause rather than in the short gap of a stop consonant.
+- Cuts lie on a 20 ms grid. 20 ms is a whole number of samples at every rate the service reads or writes (8, 16,
+  22.05, 24, 32, 44.1 and 48 kHz), so a segment's bounds are sample-exact both in the input and in each converted
+  piece; only the end of the last segment (the input's exact decoded length) can fall between grid points.
+- ``cut_segment`` writes one segment plus ``overlap_s`` of context on each inner side.
+- ``stitch`` decodes the converted pieces one after another, joins them with an equal-power crossfade centred on each
+  cut, places every piece at its planned position (a piece that came back longer or shorter is trimmed or padded, so
+  errors never add up), and encodes once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio import FFMPEG, FFPROBE, MONO_ARGS, encoder_args, pcm_stream, sample_rate_of
+from pipeline.errors import PermanentError
+from pipeline.formats import PCM_S16LE_16_RATE, OutputFormat
+
+FRAMES_PER_S = 100  # the envelope's 10 ms frames
+SMOOTH_FRAMES = 20  # 200 ms: longer than the gap of a stop consonant, shorter than a pause between phrases
+GRID_FRAMES = 2  # cuts on a 20 ms grid
+MIN_SEGMENT_S = 1.0  # no segment shorter than this, so a crossfade always fits
+SEARCH_FRACTION = 0.25  # default search window: the last quarter of the allowed length
+#: containers whose input-side seek ffmpeg makes sample-exact (checked by tests/test_segments.py); others are
+#: decoded from the start on every cut, which is exact but costs a decode of everything before the segment
+_EXACT_SEEK_FORMATS = ("wav", "flac")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch ``[start_s, end_s)`` of the input, in seconds from its start."""
+
+    index: int
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    def bounds(self, rate: int, time_scale: float = 1.0) -> tuple[int, int]:
+        """First and one-past-last sample at ``rate`` (after scaling time by ``time_scale``)."""
+        return round(self.start_s * time_scale * rate), round(self.end_s * time_scale * rate)
+
+
+def plan_segments(path: Path, *, max_segment_s: float, input_args: Sequence[str] = (),
+                  search_s: float | None = None) -> list[Segment]:
+    """Split ``path`` into segments of at most ``max_segment_s``, cutting at the quietest point near each limit.
+
+    Each cut is searched in ``[start + max_segment_s - search_s, start + max_segment_s]`` (default ``search_s`` is a
+    quarter of the maximum). An input no longer than the maximum is one segment. The last segment ends at the exact
+    decoded length of the input.
+    """
+    if max_segment_s < 3 * MIN_SEGMENT_S:
+        raise ValueError(f"max_segment_s={max_segment_s} is too short to plan segments (at least {3 * MIN_SEGMENT_S})")
+    energy, total_samples, rate = _frame_energy(path, input_args=input_args)
+    total_s = total_samples / rate
+    if total_s <= max_segment_s:
+        return [Segment(0, 0.0, total_s)]
+    smooth = np.convolve(energy, np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES)[SMOOTH_FRAMES // 2 - 1:]  # centred on cuts
+    max_frames = math.floor(max_segment_s * FRAMES_PER_S + 1e-9)
+    search_frames = round((search_s if search_s is not None else SEARCH_FRACTION * max_segment_s) * FRAMES_PER_S)
+    last_allowed = math.floor((total_s - MIN_SEGMENT_S) * FRAMES_PER_S)
+    cuts = [0]
+    while total_s - cuts[-1] / FRAMES_PER_S > max_segment_s:
+        start = cuts[-1]
+        hi = min(start + max_frames, last_allowed) // GRID_FRAMES * GRID_FRAMES
+        lo = max(start + round(MIN_SEGMENT_S * FRAMES_PER_S), hi - search_frames)
+        lo = -(-lo // GRID_FRAMES) * GRID_FRAMES
+        window = smooth[lo:hi + 1:GRID_FRAMES]
+        latest_quietest = len(window) - 1 - int(np.argmin(window[::-1]))  # ties: the later cut, fewer segments
+        cuts.append(lo + latest_quietest * GRID_FRAMES)
+    edges = [c / FRAMES_PER_S for c in cuts] + [total_s]
+    return [Segment(i, edges[i], edges[i + 1]) for i in range(len(cuts))]
+
+
+def cut_segment(path: Path, seg: Segment, out: Path, *, file_format: str, overlap_s: float,
+                input_args: Sequence[str] = ()) -> Path:
+    """Write ``seg`` plus ``overlap_s`` on each side (clipped to the input) as the file to send; return its path.
+
+    ``pcm_s16le_16``: raw 16 kHz mono s16le, suffix ``.pcm``. ``other``: 16-bit FLAC at the source's rate and channel
+    count, suffix ``.flac`` -- lossless, so the service converts the same samples the plan was made on, and about
+    half the upload of WAV. Bounds are sample-exact: ffmpeg trims by sample count after decoding; WAV, FLAC and raw
+    inputs are first seeked to a whole second before the segment, which ffmpeg does exactly.
+
+    The piece is up to ``seg.duration_s + 2 * overlap_s`` long: plan with the service's limit minus ``2 * overlap_s``.
+    """
+    rate = sample_rate_of(path, input_args=input_args)
+    start, end = seg.bounds(rate)
+    pad = round(overlap_s * rate)
+    first, stop = max(0, start - pad), end + pad  # past the end of the input, ffmpeg simply stops
+    seek_s = max(0, first // rate - 1) if input_args or _format_name(path) in _EXACT_SEEK_FORMATS else 0
+    if file_format == "pcm_s16le_16":
+        out = out.with_suffix(".pcm")
+        output_args = [*MONO_ARGS, "-ar", str(PCM_S16LE_16_RATE), "-c:a", "pcm_s16le", "-f", "s16le"]
+    else:
+        out = out.with_suffix(".flac")
+        output_args = ["-c:a", "flac", "-sample_fmt", "s16"]
+    trim = f"atrim=start_sample={first - seek_s * rate}:end_sample={stop - seek_s * rate}"
+    seek = ["-ss", str(seek_s)] if seek_s else []  # even "-ss 0" makes ffmpeg keep an mp3's encoder delay
+    proc = subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y", *seek, *input_args,
+                           "-i", str(path), "-map", "0:a:0", "-af", trim, *output_args, str(out)],
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise PermanentError(f"cutting segment {seg.index} failed: {proc.stderr.decode('utf-8', 'replace')[-300:]}")
+    return out
+
+
+def stitch(converted: Sequence[Path], segments: Sequence[Segment], *, segment_format: OutputFormat,
+           output_format: OutputFormat, out: Path, crossfade_s: float = 0.05, overlap_s: float | None = None,
+           time_scale: float = 1.0) -> Path:
+    """Join converted segments into ``out`` (``output_format``), encoded once, as long as the input exactly.
+
+    ``converted[i]`` is segment ``i`` as the service returned it in ``segment_format``, cut with ``overlap_s`` of
+    context on each inner side (default: ``crossfade_s``). Each join is an equal-power crossfade of ``crossfade_s``
+    centred on the cut, which leaves ``overlap_s - crossfade_s / 2`` of each piece's edge unused (conversion edge
+    effects live there). ``time_scale`` is output seconds per input second (``1 / speed`` when the voice settings
+    change the speed). Memory holds one decoded block and one crossfade, whatever the length.
+    """
+    if len(converted) != len(segments) or not segments:
+        raise ValueError(f"{len(converted)} converted pieces for {len(segments)} segments")
+    overlap_s = crossfade_s if overlap_s is None else overlap_s
+    if crossfade_s / 2 > overlap_s:
+        raise ValueError(f"a {crossfade_s} s crossfade needs at least {crossfade_s / 2} s of overlap, not {overlap_s}")
+    rate = output_format.sample_rate
+    pad = round(overlap_s * time_scale * rate)
+    half = round(crossfade_s / 2 * time_scale * rate)
+    ramp = (np.arange(2 * half) + 0.5) / (2 * half) * (np.pi / 2)
+    fade_in, fade_out = np.sin(ramp).astype(np.float32), np.cos(ramp).astype(np.float32)
+    with _Encoder(output_format, out) as encoder:
+        held = np.zeros(0, dtype=np.float32)  # the previous piece over [cut - half, cut + half)
+        for k, (piece, seg) in enumerate(zip(converted, segments)):
+            start, end = seg.bounds(rate, time_scale)
+            lead = min(pad, start)  # the piece starts this many samples before its segment
+            half_in = half if k > 0 else 0
+            half_out = half if k < len(segments) - 1 else 0
+            reader = _Reader(pcm_stream(piece, sample_rate=rate, input_args=segment_format.ffmpeg_input_args()))
+            try:
+                reader.skip(lead - half_in)
+                if half_in:
+                    encoder.write(held * fade_out + reader.read(2 * half) * fade_in)
+                for block in reader.blocks((end - start) - half_in - half_out):
+                    encoder.write(block)
+                held = reader.read(2 * half_out)
+            finally:
+                reader.close()
+    return out
+
+
+def _frame_energy(path: Path, *, input_args: Sequence[str]) -> tuple[np.ndarray, int, int]:
+    """Mean square of each 10 ms frame, streamed, plus the decoded sample count and the rate.
+
+    Frame ``k`` covers samples ``[k * rate // 100, (k + 1) * rate // 100)``, so frames never drift from the clock,
+    even at 22.05 kHz where 10 ms is not a whole number of samples. A trailing partial frame is kept.
+    """
+    rate = sample_rate_of(path, input_args=input_args)
+    frames: list[np.ndarray] = []
+    carry = np.zeros(0)
+    carry_start = 0  # index of carry[0] in the whole input
+    next_frame = 0
+    for block in pcm_stream(path, sample_rate=rate, input_args=input_args):
+        squares = np.concatenate([carry, block.astype(np.float64) ** 2])
+        end = carry_start + len(squares)
+        last_edge = ((end + 1) * FRAMES_PER_S - 1) // rate  # the last frame edge inside what has been read
+        if last_edge > next_frame:
+            edges = np.arange(next_frame, last_edge + 1) * rate // FRAMES_PER_S - carry_start
+            sums = np.add.reduceat(squares[:edges[-1]], edges[:-1])
+            frames.append((sums / np.diff(edges)).astype(np.float32))
+            squares = squares[edges[-1]:]
+            carry_start += int(edges[-1])
+            next_frame = last_edge
+        carry = squares
+    if len(carry):
+        frames.append(np.array([carry.mean()], dtype=np.float32))
+    energy = np.concatenate(frames) if frames else np.zeros(0, dtype=np.float32)
+    return energy, carry_start + len(carry), rate
+
+
+def _format_name(path: Path) -> str:
+    proc = subprocess.run([FFPROBE, "-v", "error", "-show_entries", "format=format_name", "-of", "csv=p=0",
+                           str(path)], capture_output=True, text=True, check=False)
+    return proc.stdout.strip()
+
+
+class _Reader:
+    """Exact sample counts out of a stream of blocks; past the end of the stream it reads zeros."""
+
+    def __init__(self, blocks: Iterator[np.ndarray]) -> None:
+        self._blocks = blocks
+        self._buffer = np.zeros(0, dtype=np.float32)
+
+    def _next(self) -> np.ndarray | None:
+        if len(self._buffer):
+            block, self._buffer = self._buffer, np.zeros(0, dtype=np.float32)
+            return block
+        return next(self._blocks, None)
+
+    def blocks(self, n: int) -> Iterator[np.ndarray]:
+        """Yield the next ``n`` samples in blocks, padded with zeros if the stream ends first."""
+        while n > 0:
+            block = self._next()
+            if block is None:
+                yield np.zeros(n, dtype=np.float32)
+                return
+            if len(block) > n:
+                block, self._buffer = block[:n], block[n:]
+            n -= len(block)
+            yield block
+
+    def read(self, n: int) -> np.ndarray:
+        parts = list(self.blocks(n))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def skip(self, n: int) -> None:
+        for _ in self.blocks(n):
+            pass
+
+    def close(self) -> None:
+        close = getattr(self._blocks, "close", None)
+        if close is not None:
+            close()  # stops the decoder if the piece was longer than needed
+
+
+class _Encoder:
+    """One ffmpeg process that reads mono float32 at the output rate on stdin and writes ``fmt`` to ``out``."""
+
+    def __init__(self, fmt: OutputFormat, out: Path) -> None:
+        self.cmd = [FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y", "-f", "f32le",
+                    "-ar", str(fmt.sample_rate), "-ac", "1", "-i", "pipe:0", *encoder_args(fmt), str(out)]
+        self.fmt = fmt
+
+    def __enter__(self) -> _Encoder:
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=self._stderr)
+        return self
+
+    def write(self, samples: np.ndarray) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(np.asarray(samples, dtype="<f4").tobytes())
+        except BrokenPipeError:
+            raise self._failure() from None
+
+    def _failure(self) -> PermanentError:
+        self._proc.wait()
+        self._stderr.seek(0)
+        errors = self._stderr.read().decode("utf-8", "replace")
+        return PermanentError(f"encoding the stitched output as {self.fmt.name} failed: {errors[-300:]}")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        assert self._proc.stdin is not None
+        if exc_type is not None:
+            self._proc.kill()
+        with contextlib.suppress(BrokenPipeError):
+            self._proc.stdin.close()
+        returncode = self._proc.wait()
+        try:
+            if exc_type is None and returncode != 0:
+                raise self._failure()
+        finally:
+            self._stderr.close()
