@@ -20,6 +20,7 @@ from pipeline import __version__
 from pipeline.attempts import AttemptRecord, CallContext, Conversion, convert_with_retries
 from pipeline.audio import AudioInfo, check_limits, prepare, probe
 from pipeline.errors import (
+    AuthError,
     DeliveryLimitError,
     InputError,
     PipelineError,
@@ -110,6 +111,8 @@ def run_job(ctx: WorkerContext, message: JobMessage) -> JobState:
                     f"the job was delivered {deliveries} times and its worker never finished (killed or out of "
                     f"memory); it was failed to stop a redelivery loop (STS_MAX_DELIVERIES={settings.max_deliveries})")
             run_state.mark(message.job_id, JobState.RUNNING)
+            if halted := run_state.halted():  # e.g. the key was refused: every job would fail the same way
+                raise AuthError(f"the run was stopped before this job started: {halted}", status=401)
             state = _convert(ctx, message, job, output, attempts, deliveries)
         except (SlotUnavailableError, StorageUnavailableError):
             run_state.mark(message.job_id, JobState.QUEUED)
@@ -132,15 +135,24 @@ def _fail(ctx: WorkerContext, message: JobMessage, job: Job, output: S3Uri, erro
         "at": datetime.now(timezone.utc).isoformat(),
         "worker": _worker_record(ctx, deliveries),
     })
-    record_failure(ctx.storage, output, record)
+    if _allowed(ctx.calls.settings.allowed_output_buckets, output):  # never write where outputs may not go
+        try:
+            record_failure(ctx.storage, output, record)
+        except InputError as unwritable:  # the output bucket is missing or refuses us: the record has no home
+            log.error("job %s (%s:%d): no failure record written: %s", message.job_id, message.shard, message.line,
+                      unwritable.message)
     log.warning("job %s (%s:%d) %s: %s", message.job_id, message.shard, message.line, record["status"],
                 error.message)
     return {"rejected": JobState.REJECTED, "deferred": JobState.DEFERRED}.get(failure_status(error),
                                                                              JobState.FAILED)
 
 
+def _allowed(allowed_buckets: list[str], uri: S3Uri) -> bool:
+    return not allowed_buckets or uri.bucket in allowed_buckets
+
+
 def _check_buckets(settings_allowed: list[str], uri: S3Uri, role: str) -> None:
-    if settings_allowed and uri.bucket not in settings_allowed:
+    if not _allowed(settings_allowed, uri):
         raise InputError(f"{role} bucket {uri.bucket!r} is not in STS_ALLOWED_{role.upper()}_BUCKETS "
                          f"({', '.join(settings_allowed)})", reason=f"{role}_bucket_not_allowed")
 
@@ -167,7 +179,7 @@ def _convert(ctx: WorkerContext, message: JobMessage, job: Job, output: S3Uri, a
         info = probe(raw, file_format=_stored_format(source), label=str(source))
         check_limits(info, max_bytes=settings.max_input_bytes, max_seconds=settings.max_input_seconds,
                      label=str(source))
-        prepared = prepare(raw, info, job.file_format, workdir)
+        prepared = prepare(raw, info, job.file_format, workdir, label=str(source))
         timings["prepare_s"] = time.monotonic() - mark
         converted = workdir / f"output.{OUTPUT_FORMATS[job.output_format].extension}"
         mark = time.monotonic()
