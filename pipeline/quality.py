@@ -114,12 +114,14 @@ def measure(output: Path, *, output_format: OutputFormat, input_duration_s: floa
         clipped += int(np.count_nonzero(block >= FULL_SCALE)) + int(np.count_nonzero(block <= -FULL_SCALE))
         low = resampler.resample_chunk(block) if resampler else block
         frames.add(np.square(low, dtype=np.float64))
-        weighted, filter_state = scipy.signal.sosfilt(k_weighting, low, zi=filter_state)
-        subblocks.add(np.square(weighted))
+        if len(low):  # a short last block can resample to nothing, and sosfilt refuses an empty array
+            weighted, filter_state = scipy.signal.sosfilt(k_weighting, low, zi=filter_state)
+            subblocks.add(np.square(weighted))
     if resampler:
         low = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         frames.add(np.square(low, dtype=np.float64))
-        subblocks.add(np.square(scipy.signal.sosfilt(k_weighting, low, zi=filter_state)[0]))
+        if len(low):
+            subblocks.add(np.square(scipy.signal.sosfilt(k_weighting, low, zi=filter_state)[0]))
     duration_out_s = samples / rate
     peak_dbfs = _db(peak * peak)
     leading_s, trailing_s = _silences(frames.means(), duration_out_s,
