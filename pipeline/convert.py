@@ -165,6 +165,9 @@ def _convert(ctx: WorkerContext, message: JobMessage, job: Job, output: S3Uri, a
     source = S3Uri.parse(job.input)
     _check_buckets(settings.allowed_input_buckets, source, "input")
     _check_buckets(settings.allowed_output_buckets, output, "output")
+    if not ctx.storage.bucket_exists(output.bucket):
+        raise InputError(f"output bucket {output.bucket!r} does not exist: create it or fix the manifest's output",
+                         reason="missing_output_bucket")
     head = ctx.storage.require(source, role="input")
     if head.size_bytes > settings.max_input_bytes:
         raise InputError(f"input {source} is {head.size_bytes} bytes, over STS_MAX_INPUT_BYTES="

@@ -95,8 +95,22 @@ class Storage:
         """HEAD an object that must exist; a missing one is an InputError naming it."""
         info = self.head(uri)
         if info is None:
+            if not self.bucket_exists(uri.bucket):
+                raise InputError(f"bucket {uri.bucket!r} of {role} {uri} does not exist", reason="missing_bucket")
             raise InputError(f"{role} {uri} does not exist: check the manifest line's URI", reason=f"missing_{role}")
         return info
+
+    def bucket_exists(self, bucket: str) -> bool:
+        """True if the bucket exists (and we may see it); HEAD of an object cannot tell a missing bucket apart."""
+        try:
+            self._s3.head_bucket(Bucket=bucket)
+        except ClientError as error:
+            if _status(error) in (403, 404):
+                return False
+            raise self._translate(error, S3Uri(bucket, "")) from None
+        except (BotoCoreError, EndpointConnectionError) as error:
+            raise StorageUnavailableError(f"S3 did not answer for bucket {bucket!r}: {type(error).__name__}") from None
+        return True
 
     def download(self, uri: S3Uri, dest: Path) -> tuple[ObjectInfo, str]:
         """Stream the object to ``dest``; return its info and the SHA-256 of what was written."""
@@ -189,9 +203,7 @@ class Storage:
             raise StorageUnavailableError(f"S3 did not answer deleting {uri}: {type(error).__name__}") from None
 
     def ensure_bucket(self, bucket: str) -> None:
-        try:
-            self._s3.head_bucket(Bucket=bucket)
-        except ClientError:
+        if not self.bucket_exists(bucket):
             self._s3.create_bucket(Bucket=bucket)
 
     def _put(self, uri: S3Uri, **kwargs: Any) -> dict[str, Any]:

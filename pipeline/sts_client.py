@@ -24,6 +24,7 @@ from pipeline.errors import (
     RateLimitedError,
     RejectedError,
     TransientError,
+    register_secret,
 )
 from pipeline.jobs import Job
 
@@ -85,6 +86,7 @@ class StsClient:
 
     def __init__(self, base_url: str, api_key: str, *, connect_timeout_s: float = 10.0, read_timeout_s: float = 120.0,
                  write_timeout_s: float = 120.0, transport: httpx.BaseTransport | None = None) -> None:
+        register_secret(api_key)
         timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=write_timeout_s, pool=30.0)
         self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport,
                                   headers={"xi-api-key": api_key, "user-agent": f"sts-pipeline/{__version__}"})

@@ -52,7 +52,7 @@ WORKER_LIMITS = {"STS_ALLOWED_INPUT_BUCKETS": f"{IN},{GONE}", "STS_ALLOWED_OUTPU
 #: lines refused by the worker before any request: name, error.reason, a phrase of the message
 REFUSED = (
     ("missing_object", "missing_input", "does not exist"),
-    ("missing_bucket", "missing_input", "does not exist"),
+    ("missing_bucket", "missing_bucket", "does not exist"),
     ("zero_bytes", "empty_input", "is empty (0 bytes)"),
     ("text_named_wav", "not_audio", "ffprobe cannot read it"),
     ("png_image", "not_audio", "ffprobe found no audio stream (it looks like png_pipe)"),
@@ -67,8 +67,8 @@ REFUSED = (
 #: lines that look hostile but are fine: converted
 CONVERTED = ("good_wav", "good_mp3", "six_channels", "mp3_named_wav", "wav_declared_raw_pcm",
              "unicode_key_with_spaces")
-#: lines that reach the server: everything converted, plus the 422, the 404 and the missing output bucket
-REQUESTS = {"200": len(CONVERTED) + 1, "404": 1, "422": 1}
+#: lines that reach the server: everything converted, plus the 422 and the 404 (a missing output bucket is found first)
+REQUESTS = {"200": len(CONVERTED), "404": 1, "422": 1}
 WRONG_KEY_JOBS = 30
 WRONG_KEY_INPUT = "in/wrong-key-clip.wav"
 MP3_FRAME_SYNC = b"\xff\xf3"  # the first bytes of an MPEG-2 layer III frame header without CRC
@@ -284,7 +284,7 @@ def test_an_output_bucket_not_allowed_gets_nothing_written(hostile: HostileRun, 
     assert f"output bucket '{OTHER}' is not in STS_ALLOWED_OUTPUT_BUCKETS" in hostile.worker_log
 
 
-def test_a_missing_output_bucket_fails_the_job_instead_of_leaving_it_running(hostile: HostileRun) -> None:
+def test_a_missing_output_bucket_fails_the_job_before_spending(hostile: HostileRun) -> None:
     assert hostile.states["missing_output_bucket"] == "failed"
     assert f"output bucket '{VOID}' does not exist" in hostile.worker_log
 
