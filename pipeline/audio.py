@@ -157,6 +157,18 @@ def prepare(path: Path, info: AudioInfo, file_format: str, workdir: Path, *, lab
     return path
 
 
+def to_flac(path: Path, out: Path, *, input_args: Sequence[str] = ()) -> Path:
+    """A lossless 16-bit FLAC copy (same rate and channels): exact and fast to seek in, unlike mp3 or AAC."""
+    _ffmpeg_to_file(path, out, input_args=input_args, output_args=["-c:a", "flac", "-sample_fmt", "s16"])
+    return out
+
+
+def content_type_of(path: Path) -> str:
+    """The Content-Type to upload a prepared file with, by its suffix (raw PCM and unknowns: octet-stream)."""
+    return {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".ogg": "audio/ogg",
+            ".opus": "audio/ogg", ".m4a": "audio/mp4"}.get(path.suffix.lower(), "application/octet-stream")
+
+
 def sample_rate_of(path: Path, *, input_args: Sequence[str] = ()) -> int:
     """The rate ffmpeg decodes ``path`` at: ``-ar`` from ``input_args`` for headerless files, else ffprobe's."""
     args = list(input_args)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.attempts import AttemptRecord, CallContext, Conversion, convert_with_retries
-from pipeline.audio import AudioInfo, check_limits, prepare, probe
+from pipeline.audio import AudioInfo, check_limits, content_type_of, prepare, probe
 from pipeline.errors import (
     AuthError,
     DeliveryLimitError,
@@ -188,16 +188,14 @@ def _convert(ctx: WorkerContext, message: JobMessage, job: Job, output: S3Uri, a
         mark = time.monotonic()
         max_segment_s = job.max_segment_seconds or settings.max_segment_seconds
         segments_record: list[dict[str, Any]] | None = None
-        content_type = "application/octet-stream" if job.file_format == "pcm_s16le_16" else _guess_type(prepared)
         if info.duration_s > max_segment_s:
             longform = convert_segmented(ctx, job, prepared, converted, info=info, output=output,
-                                         max_segment_s=max_segment_s, attempts=attempts,
-                                         audio_content_type=content_type)
+                                         max_segment_s=max_segment_s, attempts=attempts)
             conversion: Conversion = longform.conversion
             segments_record = longform.segments
         else:
             conversion = convert_with_retries(ctx.calls, job, prepared, converted, input_s=info.duration_s,
-                                              audio_content_type=content_type, attempts=attempts)
+                                              audio_content_type=content_type_of(prepared), attempts=attempts)
         timings["convert_s"] = time.monotonic() - mark
         if is_committed(ctx.storage, output):
             return JobState.SUCCEEDED  # another delivery finished while this one converted; keep its output
@@ -243,8 +241,4 @@ def _stored_format(uri: S3Uri) -> str:
     """Raw PCM inputs (``.pcm``/``.raw``) are 16 kHz mono s16le, the API's ``pcm_s16le_16``; the rest ffmpeg reads."""
     return "pcm_s16le_16" if uri.key.lower().endswith((".pcm", ".raw")) else "other"
 
-
-def _guess_type(path: Path) -> str:
-    return {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".ogg": "audio/ogg",
-            ".opus": "audio/ogg", ".m4a": "audio/mp4"}.get(path.suffix.lower(), "application/octet-stream")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.attempts import AttemptRecord, Conversion, convert_with_retries, expected_output_s
-from pipeline.audio import AudioInfo
+from pipeline.audio import AudioInfo, content_type_of, to_flac
 from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE
 from pipeline.jobs import Job
 from pipeline.quality import measure
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 WORK_SUFFIX = ".work/"
 OVERLAP_S = 0.05
+#: inputs the cutter can seek in exactly; others (mp3, AAC, ...) are made FLAC once, instead of decoded from the
+#: start for every cut
+SEEKABLE_SUFFIXES = (".wav", ".flac")
 
 
 @dataclass
@@ -55,13 +58,18 @@ def _raw_args(job: Job) -> list[str]:
 
 
 def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *, info: AudioInfo, output: S3Uri,
-                      max_segment_s: float, attempts: list[AttemptRecord], audio_content_type: str
-                      ) -> LongformResult:
-    """Convert a long input segment by segment, resuming from checkpoints, and stitch the result into ``out``."""
+                      max_segment_s: float, attempts: list[AttemptRecord]) -> LongformResult:
+    """Convert a long input segment by segment, resuming from checkpoints, and stitch the result into ``out``.
+
+    A piece is its segment plus ``OVERLAP_S`` of context on each inner side, so segments are planned that much
+    shorter than ``max_segment_s`` and no request exceeds it.
+    """
     output_format = OUTPUT_FORMATS[job.output_format]
+    if job.file_format == "other" and prepared.suffix.lower() not in SEEKABLE_SUFFIXES:
+        prepared = to_flac(prepared, out.parent / "prepared-for-segments.flac")
     segment_format = OUTPUT_FORMATS[f"pcm_{output_format.sample_rate}"]
     segment_job = job.model_copy(update={"output_format": segment_format.name})
-    segments = plan_segments(prepared, max_segment_s=max_segment_s, input_args=_raw_args(job))
+    segments = plan_segments(prepared, max_segment_s=max_segment_s - 2 * OVERLAP_S, input_args=_raw_args(job))
     prefix = work_prefix(output)
     done = {item.uri.key for item in ctx.storage.list(prefix.bucket, prefix.key)}
     workdir = Path(tempfile.mkdtemp(prefix="segments-", dir=out.parent))
@@ -83,7 +91,7 @@ def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *
             try:
                 conversion = convert_with_retries(
                     ctx.calls, segment_job, piece, converted, input_s=_piece_seconds(segment, len(segments)),
-                    audio_content_type=audio_content_type, segment=segment.index, attempts=seg_attempts)
+                    audio_content_type=content_type_of(piece), segment=segment.index, attempts=seg_attempts)
             finally:
                 attempts.extend(seg_attempts)
             ctx.storage.upload_file(converted, checkpoint, content_type=segment_format.content_type,

@@ -4,6 +4,7 @@ missing, every cut lies in a pause, the output keeps the input's duration and no
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import soundfile as sf
 
 from pipeline.embedded import LocalStack
 from pipeline.samples import write_speech_like
-from tests.support import VOICES, lane, write_jsonl
+from tests.support import VOICES, decoded_seconds, lane, write_jsonl
 
 MINUTES = 20
 MAX_SEGMENT_S = 60
@@ -95,3 +96,24 @@ def test_a_long_recording_is_segmented_resumed_and_stitched(stack: LocalStack, s
         cut = round(segment["start_s"] * RATE)
         near_joins[max(0, cut - 800): cut + 800] = True
     assert jumps[near_joins].max() <= jumps[~near_joins].max()
+
+
+def test_a_long_mp3_with_a_speed_change_is_stitched_to_the_stretched_length(stack: LocalStack, s3, bucket: str,
+                                                                           tmp_path: Path, sts: str) -> None:
+    wav = write_speech_like(tmp_path / "talk.wav", 70.0, 22050, seed=5)
+    mp3 = tmp_path / "talk.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), "-b:a", "64k", str(mp3)], check=True)
+    s3.upload_file(str(mp3), bucket, "in/talk.mp3")
+    line = {"input": f"s3://{bucket}/in/talk.mp3", "voice_id": VOICES[0], "output_format": "mp3_22050_32",
+            "output": f"s3://{bucket}/out/talk.mp3", "max_segment_seconds": 30, "voice_settings": {"speed": 0.9}}
+    manifest = write_jsonl(tmp_path / "talk.jsonl", [line])
+    with lane(stack, STS_API_BASE_URL=sts) as test_lane:
+        test_lane.start_worker(concurrency=1)
+        result = test_lane.cli("submit", str(manifest), "--wait", "--timeout", "200")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(s3.get_object(Bucket=bucket, Key="out/talk.mp3.provenance.json")["Body"].read())
+    assert len(record["segments"]) == 3
+    assert all(a["outcome"] == "ok" for a in record["attempts"])
+    local = tmp_path / "out.mp3"
+    s3.download_file(bucket, "out/talk.mp3", str(local))
+    assert decoded_seconds(local, "mp3_22050_32") == pytest.approx(70.0 / 0.9, abs=0.05)
