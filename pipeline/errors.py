@@ -3,6 +3,8 @@
     PipelineError                      every error the library raises on purpose
     ├── ConfigError                    settings are missing or inconsistent; fix the environment
     ├── ManifestError                  a manifest cannot be read at all (a bad *line* is a ManifestProblem, not an error)
+    ├── RunStateLost                   a waiting command lost the run's live state (Redis restarted empty, flushed, or
+    │                                  unreachable too long); the run's outcome is still in S3: reconcile, then retry
     ├── TransientError                 worth retrying: network faults, timeouts, 408/409/429/5xx, a cut stream
     │   ├── RateLimitedError           429 from the service (``kind`` = too_many_concurrent_requests | system_busy)
     │   └── StorageUnavailableError    the S3 endpoint did not answer or answered 5xx
@@ -38,6 +40,7 @@ __all__ = [
     "PipelineError",
     "RateLimitedError",
     "RejectedError",
+    "RunStateLost",
     "SlotUnavailableError",
     "StorageUnavailableError",
     "TransientError",
@@ -93,6 +96,10 @@ class ConfigError(PipelineError):
 
 class ManifestError(PipelineError):
     reason = "manifest"
+
+
+class RunStateLost(PipelineError):
+    reason = "run_state_lost"
 
 
 class TransientError(PipelineError):

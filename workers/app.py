@@ -4,7 +4,10 @@
 - prefetch 1: a worker holds only what it runs;
 - visibility timeout short (``STS_VISIBILITY_TIMEOUT_S``, 60 s) but refreshed by ``VisibilityHeartbeat`` while a job
   is held, so a long job never runs twice and a killed worker's job restarts within about VT + one sweep;
-- results are not stored: outcomes live in S3 (provenance and failure records).
+- results are not stored: outcomes live in S3 (provenance and failure records);
+- a lost broker connection does not cancel running jobs: a job needs that connection only for its ack, and
+  terminating it between uploading its output and writing the commit marker left an orphan output that the retry
+  wrote a second time (the chaos drill's Redis restart). Should the message come back, the commit marker stops it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,  # see the module docstring
         worker_enable_soft_shutdown_on_idle=True,
         worker_soft_shutdown_timeout=10.0,
         task_time_limit=settings.task_time_limit_s,
