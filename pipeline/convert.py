@@ -11,10 +11,13 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from pipeline import __version__
 from pipeline.attempts import AttemptRecord, CallContext, Conversion, convert_with_retries
@@ -37,6 +40,8 @@ from pipeline.storage import Storage, sha256_file
 
 log = logging.getLogger(__name__)
 
+#: how long a worker keeps trying to upload and commit audio it has paid for before giving the job back to the queue
+PAID_OUTPUT_PATIENCE_S = 120.0
 #: the Celery task name of one job (workers/tasks.py registers it; the loader sends to it)
 TASK_CONVERT = "sts.convert"
 
@@ -120,9 +125,18 @@ def run_job(ctx: WorkerContext, message: JobMessage) -> JobState:
         except PipelineError as error:
             state = _fail(ctx, message, job, output, error, attempts, deliveries)
     finally:
-        guard.end()
-    run_state.mark(message.job_id, state)
+        _best_effort(guard.end)
+    _best_effort(run_state.mark, message.job_id, state)
     return state
+
+
+def _best_effort(action: Callable[..., None], *args: Any) -> None:
+    """Live-state bookkeeping in Redis after the outcome is durable in S3: a Redis fault must not undo the job."""
+    try:
+        action(*args)
+    except redis.RedisError as error:
+        log.warning("could not update live state in Redis (%s: %s); S3 has the outcome",
+                    getattr(action, "__qualname__", "?"), type(error).__name__)
 
 
 def _fail(ctx: WorkerContext, message: JobMessage, job: Job, output: S3Uri, error: PipelineError,
@@ -197,38 +211,61 @@ def _convert(ctx: WorkerContext, message: JobMessage, job: Job, output: S3Uri, a
             conversion = convert_with_retries(ctx.calls, job, prepared, converted, input_s=info.duration_s,
                                               audio_content_type=content_type_of(prepared), attempts=attempts)
         timings["convert_s"] = time.monotonic() - mark
-        if is_committed(ctx.storage, output):
-            return JobState.SUCCEEDED  # another delivery finished while this one converted; keep its output
-        mark = time.monotonic()
-        output_sha = sha256_file(converted)
         output_format = OUTPUT_FORMATS[job.output_format]
-        ctx.storage.upload_file(converted, output, content_type=output_format.content_type, sha256=output_sha)
-        timings["upload_s"] = time.monotonic() - mark
-        finished = time.time()
-        record = {
-            **_identity(message, job),
-            "input": _input_record(source, downloaded.etag, downloaded.size_bytes, input_sha, info),
-            "request": {"endpoint": "/v1/speech-to-speech/{voice_id}/stream", "api_base_url": settings.api_base_url,
-                        "params": job.request_params(),
-                        "prepared": {"file_format": job.file_format, "size_bytes": prepared.stat().st_size}},
-            "attempts": [a.to_dict() for a in attempts],
-            "request_ids": [a.request_id for a in attempts if a.request_id],
-            "segments": segments_record,
-            "output": {"uri": str(output), "size_bytes": converted.stat().st_size, "sha256": output_sha,
-                       "duration_s": conversion.quality.duration_out_s, "content_type": output_format.content_type,
-                       "output_format": job.output_format},
-            "quality": conversion.quality.to_dict(),
-            "cost": {"credits": sum(a.credits for a in attempts), "requests": len(attempts)},
-            "timings": {"queued_at": _iso(message.queued_at), "started_at": _iso(started),
-                        "finished_at": _iso(finished), "queue_wait_s": round(started - message.queued_at, 3),
-                        **{k: round(v, 3) for k, v in timings.items()},
-                        "total_s": round(finished - started, 3)},
-            "worker": _worker_record(ctx, deliveries),
-        }
-        commit(ctx.storage, output, record)
+        output_sha = sha256_file(converted)
+
+        def publish() -> None:
+            if is_committed(ctx.storage, output):
+                return  # another delivery finished while this one converted; keep its output
+            mark = time.monotonic()
+            ctx.storage.upload_file(converted, output, content_type=output_format.content_type, sha256=output_sha)
+            timings["upload_s"] = time.monotonic() - mark
+            finished = time.time()
+            record = {
+                **_identity(message, job),
+                "input": _input_record(source, downloaded.etag, downloaded.size_bytes, input_sha, info),
+                "request": {"endpoint": "/v1/speech-to-speech/{voice_id}/stream",
+                            "api_base_url": settings.api_base_url, "params": job.request_params(),
+                            "prepared": {"file_format": job.file_format, "size_bytes": prepared.stat().st_size}},
+                "attempts": [a.to_dict() for a in attempts],
+                "request_ids": [a.request_id for a in attempts if a.request_id],
+                "segments": segments_record,
+                "output": {"uri": str(output), "size_bytes": converted.stat().st_size, "sha256": output_sha,
+                           "duration_s": conversion.quality.duration_out_s,
+                           "content_type": output_format.content_type, "output_format": job.output_format},
+                "quality": conversion.quality.to_dict(),
+                "cost": {"credits": sum(a.credits for a in attempts), "requests": len(attempts)},
+                "timings": {"queued_at": _iso(message.queued_at), "started_at": _iso(started),
+                            "finished_at": _iso(finished), "queue_wait_s": round(started - message.queued_at, 3),
+                            **{k: round(v, 3) for k, v in timings.items()},
+                            "total_s": round(finished - started, 3)},
+                "worker": _worker_record(ctx, deliveries),
+            }
+            commit(ctx.storage, output, record)
+
+        _patiently(publish, PAID_OUTPUT_PATIENCE_S)
     if segments_record is not None:
         delete_work(ctx, output)
     return JobState.SUCCEEDED
+
+
+def _patiently(action: Callable[[], None], patience_s: float) -> None:
+    """Run ``action``, retrying while S3 is unavailable for up to ``patience_s`` (backoff 1 s doubling to 15 s).
+
+    Used once the audio is paid for: re-queueing then would convert, and pay, again.
+    """
+    deadline = time.monotonic() + patience_s
+    delay_s = 1.0
+    while True:
+        try:
+            action()
+            return
+        except StorageUnavailableError as error:
+            if time.monotonic() + delay_s > deadline:
+                raise
+            log.warning("S3 unavailable after a paid conversion (%s); trying again in %.0f s", error.message, delay_s)
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, 15.0)
 
 
 def _input_record(uri: S3Uri, etag: str, size: int, sha256: str, info: AudioInfo) -> dict[str, Any]:

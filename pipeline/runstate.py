@@ -104,5 +104,16 @@ class DeliveryGuard:
         return int(count)
 
     def end(self) -> None:
-        """The delivery ended cleanly (whatever its outcome): it does not count against the job."""
-        self._redis.decr(self._key)
+        """The delivery ended cleanly (whatever its outcome): it does not count against the job.
+
+        A counter that would go below zero (Redis was wiped while the job ran) is removed instead of left at -1.
+        """
+        self._redis.eval(_END_DELIVERY, 1, self._key)
+
+
+#: KEYS[1] = sts:unclean:{job_id}. Decrement; drop the key when nothing is left (or it was already gone).
+_END_DELIVERY = """
+local left = redis.call('DECR', KEYS[1])
+if left <= 0 then redis.call('DEL', KEYS[1]) end
+return left
+"""
