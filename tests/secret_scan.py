@@ -91,15 +91,17 @@ class SecretScanner:
         return hits
 
     def scan_s3(self, client: Any) -> list[Hit]:
-        """Every object (key, user metadata, body) in every bucket of the endpoint ``client`` (boto3) talks to."""
+        """Every version of every object (key, user metadata, body) in every bucket ``client`` (boto3) can list."""
         hits: list[Hit] = []
         for bucket in client.list_buckets().get("Buckets", []):
             name = bucket["Name"]
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-                for item in page.get("Contents", []):
-                    where = f"s3://{name}/{item['Key']}"
+            for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
+                for item in page.get("Versions", []):
+                    version = item.get("VersionId") or "null"
+                    where = f"s3://{name}/{item['Key']}" + ("" if version == "null" else f"?versionId={version}")
                     hits += self.find(item["Key"].encode(), f"{where} (key)")
-                    response = client.get_object(Bucket=name, Key=item["Key"])
+                    extra = {} if version == "null" else {"VersionId": version}
+                    response = client.get_object(Bucket=name, Key=item["Key"], **extra)
                     metadata = repr(sorted((response.get("Metadata") or {}).items())).encode()
                     hits += self.find(metadata, f"{where} (metadata)")
                     hits += self.find_in_stream(response["Body"].iter_chunks(CHUNK_BYTES), where)
