@@ -44,6 +44,7 @@ from bench import chaos_audit as audit
 from bench.chaos_report import print_table
 from pipeline.embedded import LocalStack, Service, free_port
 from pipeline.samples import speech_like
+from tests.secret_scan import SecretScanner
 
 #: the whole drill, setup to table; a SIGALRM a little later stops it wherever it is (services are still stopped)
 HARD_STOP_S = 480
@@ -117,9 +118,7 @@ class Drill:
         self.redis_hits_before_wipe: list[str] = []
         self.redis_keys_before_wipe = 0
         self.log_offsets_at_reconnect: dict[str, int] = {}
-        self.scan_notes: list[str] = []
-        self.scanner, self.scanner_name = audit.secret_scanner({"API key": self.api_key,
-                                                                 "AWS secret": self.aws_secret})
+        self.scanner = SecretScanner({"API key": self.api_key, "AWS secret": self.aws_secret})
         self._s3: Any = None
         self._redis: redis.Redis | None = None
         self.submit_proc: subprocess.Popen[bytes] | None = None
@@ -292,7 +291,7 @@ class Drill:
         queued_before = int(self.redis().llen(self.env().get("STS_QUEUE", "sts")))
         running = self.running_tasks()
         # what Redis held mid-run is wiped below: scan it for secrets now, the final scan sees only the new Redis
-        self.redis_hits_before_wipe = audit.scan_place(self.scanner, "redis", self.redis(), self.scan_notes)
+        self.redis_hits_before_wipe = [str(hit) for hit in self.scanner.scan_redis(self.redis())]
         self.redis_keys_before_wipe = int(self.redis().dbsize())
         self.stack.service("redis").stop()
         self.note(f"Redis stopped ({queued_before} message(s) were queued)")
@@ -441,12 +440,11 @@ class Drill:
                                     "provenance": versions.provenance, "failure_rewrites": versions.failure_rewrites}
         self.figures["guard_leftovers"] = audit.guard_leftovers(self.redis())
         self.figures["negative_unclean_in_provenance"] = audit.negative_unclean_deliveries(s3, OUT_BUCKET, "out/")
-        redis_hits = self.redis_hits_before_wipe + audit.scan_place(self.scanner, "redis", self.redis(),
-                                                                    self.scan_notes)
-        s3_hits = audit.scan_place(self.scanner, "s3", s3, self.scan_notes) + audit.scan_s3_versions(self.scanner, s3)
-        log_hits = audit.scan_place(self.scanner, "paths", logs, self.scan_notes)
+        redis_hits = self.redis_hits_before_wipe + [str(hit) for hit in self.scanner.scan_redis(self.redis())]
+        s3_hits = [str(hit) for hit in self.scanner.scan_s3(s3)]  # every version of every object
+        log_hits = [str(hit) for hit in self.scanner.scan_paths(logs)]
         self.figures["secrets"] = {
-            "scanner": self.scanner_name, "notes": self.scan_notes, "redis": redis_hits, "s3": s3_hits,
+            "scanner": "tests/secret_scan.py", "redis": redis_hits, "s3": s3_hits,
             "logs": log_hits, "total": len(redis_hits) + len(s3_hits) + len(log_hits),
             "scanned": {"redis keys before the wipe": self.redis_keys_before_wipe,
                         "redis keys at the end": int(self.redis().dbsize()),

@@ -8,9 +8,8 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.provenance import FAILURE_SUFFIX, PROVENANCE_SUFFIX
@@ -104,82 +103,6 @@ def connections_to(port: int, pgid: int) -> int:
 def broker_connections(log_text: str) -> int:
     """How many times a worker (re)connected to the broker."""
     return log_text.count(_CONNECTED)
-
-
-# --- secrets
-
-class MinimalScanner:
-    """Raw-substring search with the interface of ``tests.secret_scan.SecretScanner`` (used only without it)."""
-
-    def __init__(self, secrets: Mapping[str, str]) -> None:
-        self._needles = [(label, value.encode()) for label, value in secrets.items()]
-
-    def find(self, data: bytes, where: str) -> list[str]:
-        return [f"{label} (raw) in {where}" for label, needle in self._needles if needle in data]
-
-    def scan_redis(self, client: Any) -> list[str]:
-        hits: list[str] = []
-        for key in client.scan_iter(count=1000):
-            for value in [key, *_redis_values(client, key)]:
-                hits += self.find(value, f"redis key {key!r}")
-        return hits
-
-    def scan_s3(self, client: Any) -> list[str]:
-        return scan_s3_versions(self, client, only_noncurrent=False)
-
-    def scan_paths(self, paths: Iterable[Path]) -> list[str]:
-        return [hit for path in paths for hit in self.find(path.read_bytes(), str(path))]
-
-
-def secret_scanner(secrets: Mapping[str, str]) -> tuple[Any, str]:
-    """The project's scanner (``tests/secret_scan.py``: raw and base64 forms) if present, else ``MinimalScanner``."""
-    try:
-        from tests.secret_scan import SecretScanner
-    except ImportError:
-        return MinimalScanner(secrets), "bench/chaos_audit.py (minimal: raw only)"
-    return SecretScanner(secrets), "tests/secret_scan.py"
-
-
-def scan_place(scanner: Any, place: str, target: Any, notes: list[str]) -> list[str]:
-    """``scanner.scan_<place>(target)``; if the project's scanner breaks there, the minimal traversal with the same
-    scanner's ``find`` does the job instead and ``notes`` says so (a broken scan must not pass as a clean one)."""
-    try:
-        return [str(hit) for hit in getattr(scanner, f"scan_{place}")(target)]
-    except Exception as error:  # noqa: BLE001  (the scanner is another module's; its failure is reported)
-        notes.append(f"scan_{place} failed ({type(error).__name__}: {error}); minimal traversal used")
-        fallback = MinimalScanner({})
-        fallback.find = scanner.find  # type: ignore[method-assign]
-        return [str(hit) for hit in getattr(fallback, f"scan_{place}")(target)]
-
-
-def scan_s3_versions(scanner: Any, client: Any, *, only_noncurrent: bool = True) -> list[str]:
-    """Every (noncurrent) version of every object: a secret in an overwritten record would still be stored."""
-    hits: list[Any] = []
-    for bucket in client.list_buckets().get("Buckets", []):
-        name = bucket["Name"]
-        for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
-            for version in page.get("Versions", []):
-                if only_noncurrent and version.get("IsLatest"):
-                    continue
-                where = f"s3://{name}/{version['Key']} version {version['VersionId']}"
-                body = client.get_object(Bucket=name, Key=version["Key"], VersionId=version["VersionId"])["Body"]
-                hits += scanner.find(version["Key"].encode() + b"\n" + body.read(), where)
-    return [str(hit) for hit in hits]
-
-
-def _redis_values(client: Any, key: bytes) -> Iterator[bytes]:
-    kind = client.type(key).decode()
-    if kind == "string":
-        yield client.get(key) or b""
-    elif kind == "hash":
-        for name, value in client.hgetall(key).items():
-            yield name + b"\n" + value
-    elif kind == "list":
-        yield from client.lrange(key, 0, -1)
-    elif kind == "set":
-        yield from client.smembers(key)
-    elif kind == "zset":
-        yield from client.zrange(key, 0, -1)
 
 
 # --- leftovers of a Redis wipe

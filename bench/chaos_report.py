@@ -102,8 +102,7 @@ def rows(figures: dict[str, Any], *, cap: int, hard_stop_s: int) -> list[tuple[s
     out.append(("secret hits (API key, AWS secret)", f"{secrets.get('total', '?')} with "
                 f"{secrets.get('scanner', '?')} (redis "
                 f"{len(secrets.get('redis', []))}, s3 {len(secrets.get('s3', []))}, logs "
-                f"{len(secrets.get('logs', []))}; scanned {scanned})"
-                + "".join(f"; {note}" for note in secrets.get("notes") or []), "0", secrets.get("total") == 0))
+                f"{len(secrets.get('logs', []))}; scanned {scanned})", "0", secrets.get("total") == 0))
     wall = float(figures.get("wall_s", hard_stop_s + 1))
     out.append(("wall time", f"{wall:.0f} s", f"<= {hard_stop_s} s", wall <= hard_stop_s))
     return out
