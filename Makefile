@@ -1,8 +1,8 @@
 # The two commands a newcomer runs: `make demo` and `make test`. Each sets up what it needs first.
 PY := .venv/bin/python
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup demo test bench chaos lint compose-check clean
+.PHONY: setup demo test lint bench chaos compose-check clean
 
 setup:
 	@bash scripts/setup.sh
@@ -10,8 +10,11 @@ setup:
 demo: setup
 	$(PY) -m pipeline.demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check pipeline workers tests bench
 
 bench: setup
 	$(PY) -m bench.run_all

@@ -85,7 +85,7 @@ def copy_results(storage: Storage, outputs: list[str]) -> int:
 
 
 def main() -> int:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     shard = load_manifest(MANIFEST)
     if shard.problems:
         for problem in shard.problems:
