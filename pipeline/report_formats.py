@@ -171,10 +171,15 @@ def _figure(value: float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.3f}".rstrip("0").rstrip(".")
 
 
+def retry_command(data: dict[str, Any]) -> str:
+    """The command that re-runs what did not succeed in a report (``report_dict``'s form)."""
+    return f"sts-pipeline retry --run {data['run_id']}" if data["run_id"] else "sts-pipeline retry MANIFEST..."
+
+
 def _verdict(data: dict[str, Any]) -> str:
     totals = data["totals"]
     if data["all_succeeded"]:
         return f"all {totals['succeeded']} jobs succeeded"
     left = totals["lines"] - totals["succeeded"]
-    hint = f"sts-pipeline retry --run {data['run_id']}" if data["run_id"] else "sts-pipeline retry MANIFEST..."
-    return f"{left} of {totals['lines']} lines did not succeed; re-run the failed, deferred, orphaned and missing ones: {hint}"
+    return (f"{left} of {totals['lines']} lines did not succeed; re-run the failed, deferred, orphaned and missing "
+            f"ones: {retry_command(data)}")

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from pipeline.reconcile import Outcome, RunReport
-from pipeline.report_formats import report_dict
+from pipeline.report_formats import report_dict, retry_command
 
 MAX_BARS = 120  # throughput bars; longer runs are binned in wider intervals
 LISTED = 50  # orphans, missing and invalid lines listed before "and N more"
@@ -78,9 +78,8 @@ def _verdict(data: dict[str, Any]) -> str:
     if data["all_succeeded"]:
         return f"<div class='verdict ok'>Every line succeeded ({totals['succeeded']:,} jobs).</div>"
     left = totals["lines"] - totals["succeeded"]
-    command = f"sts-pipeline retry --run {data['run_id']}" if data["run_id"] else "sts-pipeline retry MANIFEST..."
     return (f"<div class='verdict bad'>{left:,} of {totals['lines']:,} lines did not succeed. Re-run the failed, "
-            f"deferred, orphaned and missing ones with <code>{escape(command)}</code></div>")
+            f"deferred, orphaned and missing ones with <code>{escape(retry_command(data))}</code></div>")
 
 
 def _cards(data: dict[str, Any]) -> str:

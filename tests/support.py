@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import soundfile as sf
 
@@ -20,6 +22,9 @@ from pipeline.formats import OUTPUT_FORMATS
 from pipeline.samples import speech_like
 
 VOICES = ("BKkWQENix2VWeAv6YV5R", "AxUN8DXFT6JYQPLTV7j9", "vK7n2rg6OeynABb4ilbv", "xmXfcXc3zRgo3GlCx0pq")
+#: worker settings that make a dead worker's job come back within seconds (tests of redelivery)
+FAST_REDELIVERY = {"STS_VISIBILITY_TIMEOUT_S": "8", "STS_HEARTBEAT_INTERVAL_S": "2", "STS_RESTORE_INTERVAL_S": "1",
+                   "STS_LEASE_S": "6"}
 
 
 @dataclass
@@ -91,3 +96,24 @@ def decoded_seconds(path: Path, output_format: str) -> float:
 def write_jsonl(path: Path, lines: Sequence[Mapping[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
+
+
+def sts_stats(url: str) -> dict[str, Any]:
+    """The offline server's counters (``GET /_admin/stats``)."""
+    return dict(httpx.get(f"{url}/_admin/stats", timeout=5).json())
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> float:
+    """Poll until ``predicate()`` is true; return the monotonic time it became so, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def object_versions(s3: Any, bucket: str, key: str) -> int:
+    """How many versions of exactly ``key`` a versioned bucket holds."""
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    return sum(1 for v in listed.get("Versions", []) if v["Key"] == key)

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from pipeline.embedded import LocalStack
 from pipeline.samples import write_speech_like
-from tests.support import VOICES, decoded_seconds, lane, write_jsonl
+from tests.support import VOICES, decoded_seconds, lane, sts_stats, write_jsonl
 
 MINUTES = 20
 MAX_SEGMENT_S = 60
@@ -27,10 +27,6 @@ def sts(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     with LocalStack(workdir=tmp_path_factory.mktemp("long-sts")) as own:
         own.start_sts("--workers", "2", "--latency-fixed", "0.5")
         yield own.sts_url
-
-
-def _stats(url: str) -> dict:  # type: ignore[type-arg]
-    return httpx.get(f"{url}/_admin/stats", timeout=5).json()
 
 
 def _checkpoints(s3, bucket: str) -> int:  # type: ignore[no-untyped-def]
@@ -73,7 +69,7 @@ def test_a_long_recording_is_segmented_resumed_and_stitched(stack: LocalStack, s
     assert len(segments) >= MINUTES and all(s["end_s"] - s["start_s"] <= MAX_SEGMENT_S + 1e-6 for s in segments)
     resumed = [s for s in segments if s["source"] == "checkpoint"]
     assert len(resumed) == done_before_kill
-    assert _stats(sts)["successes"] == len(segments) - done_before_kill
+    assert sts_stats(sts)["successes"] == len(segments) - done_before_kill
     deadline = time.monotonic() + 30
     while _checkpoints(s3, bucket):  # removed right after the commit
         assert time.monotonic() < deadline, "segment checkpoints were left behind after the commit"
