@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import tempfile
 import time
@@ -88,7 +89,8 @@ def run_job(stack: LocalStack, storage: Storage, workdir: Path, name: str, overr
     lane.stop_workers()
     record = read_records(storage, [line["output"]])[0]
     return {"counts": dict(counts), "provenance": record.provenance, "failure": record.failure,
-            "cpu_s": meter.cpu_s, "max_in_flight": max((n for _, n in sampler.samples), default=0)}
+            "cpu_s": meter.cpu_s, "cpu_wall_s": meter.wall_s, "machine_busy_cores": meter.machine_busy_cores,
+            "max_in_flight": max((n for _, n in sampler.samples), default=0)}
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +109,8 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
             "segments": len(segments), "segment_s": [s["duration_in_s"] for s in segments],
             "requests": len(record["attempts"]), "server_cpu_s": run["cpu_s"]["offline STS server"],
             "worker_cpu_s": run["cpu_s"]["worker (+ffmpeg)"], "max_in_flight": run["max_in_flight"],
+            "ours_cores": sum(run["cpu_s"].values()) / run["cpu_wall_s"],
+            "machine_busy_cores": run["machine_busy_cores"],
             "input_s": record["input"]["duration_s"]}
 
 
@@ -143,6 +147,8 @@ def figures(seg: dict[str, Any], whole: dict[str, Any] | None, minutes: float) -
                        f"{seg['worker_cpu_s']:.0f} s; model bound of the segments = longest-first schedule of their "
                        f"L on {CAP} slots; the whole file's floor = max(model L {whole_model:.1f} s, "
                        f"server CPU {cpu_floor:.0f} s)")
+    table.notes.append(f"CPU while the segmented job ran: {seg['ours_cores']:.2f} cores for the server, worker and "
+                       f"ffmpeg; {seg['machine_busy_cores']:.2f} of {os.cpu_count()} cores busy on the machine")
     overhead = seg["wall_s"] - seg_bound
     table.notes.append(f"segmented wall beyond its model bound: {overhead:.1f} s ({pct(overhead / seg_bound)}): "
                        "download, decode checks, planning and cutting, stitching, the quality measure, upload")

@@ -30,14 +30,12 @@ from statistics import mean
 from typing import Any
 
 from bench.baselines import naive_workers, sdk_loop
-from bench.naive_celery import MAX_RETRIES as NAIVE_RETRIES
 from bench.common import (
     VOICE_IDS,
     BatchJob,
-    CpuMeter,
-    InFlightSampler,
     Lane,
     LatencyModel,
+    Observation,
     epoch,
     read_records,
     reset_server_stats,
@@ -45,6 +43,7 @@ from bench.common import (
     server_stats,
     upload_files,
 )
+from bench.naive_celery import MAX_RETRIES as NAIVE_RETRIES
 from bench.report import BenchResult, Figure, Headline, pct
 from pipeline.embedded import LocalStack
 from pipeline.samples import write_speech_like
@@ -92,18 +91,13 @@ def run_pipeline(stack: LocalStack, storage: Storage, batch: list[BatchJob], wor
     manifest = workdir / "throughput.jsonl"
     manifest.write_text("".join(json.dumps(job.line(out, OUTPUT_FORMAT)) + "\n" for job, out in zip(batch, outputs)))
     reset_server_stats(stack.sts_url)
-    meter = CpuMeter({"offline STS server": [stack.service("sts")], "S3 (moto)": [stack.service("s3")],
-                      "redis": [stack.service("redis")], "workers (+ffmpeg)": services}).start()
-    sampler = InFlightSampler(stack.sts_url)
-    sampler.start()
+    groups = {"offline STS server": [stack.service("sts")], "S3 (moto)": [stack.service("s3")],
+              "redis": [stack.service("redis")], "workers (+ffmpeg)": services}
     clock_offset = time.monotonic() - time.time()
-    try:
+    with Observation(stack.sts_url, groups) as seen:
         run_id = lane.submit(manifest)
         counts = lane.wait(run_id, len(batch), timeout_s)
         waited_until = time.time()
-    finally:
-        sampler.stop()
-        meter.stop()
     stats = server_stats(stack.sts_url)
     lane.stop_workers()
     records = read_records(storage, outputs)
@@ -116,30 +110,28 @@ def run_pipeline(stack: LocalStack, storage: Storage, batch: list[BatchJob], wor
     finished = sorted(epoch(p["timings"]["finished_at"]) for p in committed)
     steady = [t for t in finished if starts and t <= starts[-1]]
     audio = {job.index: job.audio_s for job in batch}
-    done_audio = [audio[int(Path(r.output).stem)] for r in records if r.provenance]
+    model_l = [model.seconds(audio[int(Path(r.output).stem)]) for r in records if r.provenance]
+    start = queued + clock_offset
     return {
         "jobs": len(batch), "succeeded": len(committed), "failed": sum(1 for r in records if r.failure),
-        "counts": dict(counts), "wall_s": wall_s, "model_l_s": [model.seconds(s) for s in done_audio],
+        "counts": dict(counts), "wall_s": wall_s, "model_l_s": model_l,
         "steady_window_s": (steady[-1] - steady[0]) if len(steady) > 1 else 0.0,
         "steady_jobs": len(steady) - 1,
-        "in_flight_mean": sampler.mean_between(queued + clock_offset, queued + clock_offset + wall_s),
-        "in_flight_steady": sampler.mean_between(starts[0] + clock_offset, starts[-1] + clock_offset)
+        "observed": seen.summary(model_l, CAP, start, start + wall_s),
+        "occupancy_steady": seen.sampler.mean_between(starts[0] + clock_offset, starts[-1] + clock_offset) / CAP
         if starts else 0.0,
         "first_request_s": (starts[0] - queued) if starts else None,
         "retried_jobs": sum(1 for p in committed if len(p["attempts"]) > 1),
-        "server": stats, "cpu_s": meter.cpu_s, "cpu_wall_s": meter.wall_s,
-        "machine_busy_cores": meter.machine_busy_cores,
+        "server": stats,
         "stage_means_s": {k: mean(p["timings"][k] for p in committed)
                           for k in ("download_s", "prepare_s", "convert_s", "upload_s", "total_s", "queue_wait_s")}
         if committed else {},
     }
 
 
-def _little(in_flight: float, wall_s: float, model_l: list[float], cap: int) -> tuple[float, float]:
-    """(occupancy, stretch): mean in flight over the cap, and real over model request time (Little's law)."""
-    occupancy = in_flight / cap
-    stretch = in_flight * wall_s / sum(model_l) if model_l else 0.0
-    return occupancy, stretch
+def _client_cpu_s(observed: dict[str, Any]) -> float:
+    """CPU of everything but the offline server and S3 (the stand-ins for remote services)."""
+    return sum(v for k, v in observed["cpu_s"].items() if k not in ("offline STS server", "S3 (moto)"))
 
 
 def figures(pipe: dict[str, Any], sdk: dict[str, Any], naive: dict[str, Any], args: argparse.Namespace
@@ -148,7 +140,7 @@ def figures(pipe: dict[str, Any], sdk: dict[str, Any], naive: dict[str, Any], ar
     mean_l = mean(pipe["model_l_s"]) if pipe["model_l_s"] else model.seconds(20.0)
     ceiling = CAP / mean_l
     rate = pipe["succeeded"] / pipe["wall_s"]
-    occupancy, stretch = _little(pipe["in_flight_mean"], pipe["wall_s"], pipe["model_l_s"], CAP)
+    seen = pipe["observed"]
     main = Figure(f"Throughput: {pipe['jobs']} jobs of 10-30 s, cap N={CAP}, L = {model.fixed_s} s + "
                   f"{model.per_audio_s} s/s of audio ({args.workers} workers x {args.processes} processes)",
                   ["figure", "value", "goal"])
@@ -165,68 +157,78 @@ def figures(pipe: dict[str, Any], sdk: dict[str, Any], naive: dict[str, Any], ar
         steady = pipe["steady_jobs"] / pipe["steady_window_s"]
         main.add("same, steady state: commits from the first commit to the last request start", pct(steady / ceiling),
                  None)
-    main.add("occupancy: mean in flight / N, whole run", pct(occupancy), None)
-    main.add("occupancy, first request -> last request start", pct(pipe["in_flight_steady"] / CAP), None)
-    main.add("stretch: real / model request time", round(stretch, 3), "1.000")
+    main.add("occupancy: mean in flight / N, whole run", pct(seen["occupancy"]), None)
+    main.add("occupancy, first request -> last request start", pct(pipe["occupancy_steady"]), None)
+    main.add("stretch: real / model request time", f"{seen['stretch']:.3f}", "1.000")
     main.add("first request after enqueue (s)", pipe["first_request_s"], None)
     server = pipe["server"]
     main.add("server: requests / 429s / max in flight",
              f"{server['requests_total']} / {server['requests_by_status'].get('429', 0)} / "
              f"{server['max_in_flight']}", f"{pipe['jobs']} / 0 / {CAP}")
     main.add("jobs with more than one attempt", pipe["retried_jobs"], "0")
-    main.notes.append("ratio = occupancy / stretch (both from the server's in-flight count sampled every 0.1 s)")
+    main.notes.append("achieved / ceiling = occupancy / stretch (both from the server's in-flight count, sampled "
+                      "every 0.1 s, and Little's law)")
 
     cores = os.cpu_count() or 1
     jobs_done = max(1, pipe["succeeded"])
     cpu = Figure(f"CPU during the pipeline run ({cores} cores)", ["process group", "CPU s", "cores used",
                                                                   "CPU s per job", "cores needed at the ceiling"])
-    for name, seconds in sorted(pipe["cpu_s"].items(), key=lambda kv: -kv[1]):
-        cpu.add(name, f"{seconds:.1f}", f"{seconds / pipe['cpu_wall_s']:.2f}", f"{seconds / jobs_done:.3f}",
+    for name, seconds in sorted(seen["cpu_s"].items(), key=lambda kv: -kv[1]):
+        cpu.add(name, f"{seconds:.1f}", f"{seconds / seen['cpu_wall_s']:.2f}", f"{seconds / jobs_done:.3f}",
                 f"{seconds / jobs_done * ceiling:.2f}")
-    total_cpu = sum(pipe["cpu_s"].values())
-    cpu.add("all of the above", f"{total_cpu:.1f}", f"{total_cpu / pipe['cpu_wall_s']:.2f}",
+    total_cpu = sum(seen["cpu_s"].values())
+    cpu.add("all of the above", f"{total_cpu:.1f}", f"{total_cpu / seen['cpu_wall_s']:.2f}",
             f"{total_cpu / jobs_done:.3f}", f"{total_cpu / jobs_done * ceiling:.2f}")
-    cpu.add("whole machine, other load included", None, f"{pipe['machine_busy_cores']:.2f}", None, f"{cores} available")
+    cpu.add("whole machine, other load included", None, f"{seen['machine_busy_cores']:.2f}", None,
+            f"{cores} available")
     cpu.notes.append("cores needed at the ceiling = CPU s per job x N / mean(L); above the cores available, the "
                      "ceiling cannot be reached on this machine, whatever the client does")
     cpu.notes.append("per-stage means (s): " + ", ".join(f"{k} {v:.3f}" for k, v in pipe["stage_means_s"].items()))
 
     compare = Figure("Beside the baselines (same server, same inputs, same latency model)",
-                     ["client", "jobs", "ok", "failed", "server 429s", "wall s", "jobs/s", "/ ceiling N/L",
-                      "pipeline is x faster"])
-    compare.add(f"pipeline ({args.workers}x{args.processes} processes, shared limiter)", pipe["jobs"],
-                pipe["succeeded"], pipe["failed"], server["requests_by_status"].get("429", 0),
-                round(pipe["wall_s"], 1), round(rate, 3), pct(rate / ceiling), "1.0")
+                     ["client", "jobs", "ok", "failed", "429s", "wall s", "jobs/s", "/ ceiling", "occupancy",
+                      "stretch", "client CPU s/job", "server CPU s/job", "pipeline is x faster"])
+    arms = [(f"pipeline ({args.workers}x{args.processes} processes, shared limiter)", pipe["jobs"],
+             pipe["succeeded"], pipe["failed"] + unfinished, seen, server, pipe["wall_s"])]
+    if sdk:
+        arms.append(("vendor SDK, sequential loop", sdk["jobs"], sdk["ok"], sdk["failed"], sdk["observed"],
+                     sdk["server"], sdk["wall_s"]))
+    if naive:
+        arms.append((f"naive Celery, rate_limit={naive['rate_limit']} per worker ({naive['workers']}x"
+                     f"{naive['concurrency']})", naive["jobs"], naive["ok"], naive["failed"] + naive["unfinished"],
+                     naive["observed"], naive["server"], naive["wall_s"]))
+    for name, jobs, ok, failed, observed, stats, wall_s in arms:
+        arm_rate = ok / wall_s if wall_s else 0.0
+        compare.add(name, jobs, ok, failed, stats["requests_by_status"].get("429", 0), round(wall_s, 1),
+                    round(arm_rate, 3), pct(arm_rate / ceiling), pct(observed["occupancy"]),
+                    f"{observed['stretch']:.2f}", f"{_client_cpu_s(observed) / max(1, ok):.2f}",
+                    f"{observed['cpu_s']['offline STS server'] / max(1, ok):.2f}",
+                    f"{rate / arm_rate:.2f}" if arm_rate else None)
+    compare.notes.append("client CPU: workers (or this process, for the SDK loop) and redis; the offline server and "
+                         "S3 stand in for remote services but share these cores, so on a CPU-bound machine every "
+                         "CPU second a client spends is taken from the server")
     if sdk:
         sdk_rate = sdk["ok"] / sdk["wall_s"] if sdk["wall_s"] else 0.0
         sdk_ceiling = 1 / mean(model.seconds(s) for s in sdk["audio_s"]) if sdk["audio_s"] else 0.0
-        compare.add("vendor SDK, sequential loop", sdk["jobs"], sdk["ok"], sdk["failed"],
-                    sdk["server"]["requests_by_status"].get("429", 0), round(sdk["wall_s"], 1),
-                    round(sdk_rate, 3), pct(sdk_rate / ceiling), round(rate / sdk_rate, 2) if sdk_rate else None)
         compare.notes.append(f"a sequential loop's own ceiling is 1 / mean(L) = {sdk_ceiling:.3f} jobs/s; "
                              f"it reached {pct(sdk_rate / sdk_ceiling) if sdk_ceiling else '-'} of that")
     if naive:
-        naive_rate = naive["ok"] / naive["wall_s"] if naive["wall_s"] else 0.0
-        compare.add(f"naive Celery, rate_limit={naive['rate_limit']} per worker ({naive['workers']}x"
-                    f"{naive['concurrency']})", naive["jobs"], naive["ok"], naive["failed"] + naive["unfinished"],
-                    naive["server"]["requests_by_status"].get("429", 0), round(naive["wall_s"], 1),
-                    round(naive_rate, 3), pct(naive_rate / ceiling),
-                    round(rate / naive_rate, 2) if naive_rate else None)
         compare.notes.append(
             f"naive: {naive['retried']} retries after 429/5xx, {naive['failed']} jobs failed after "
-            f"{NAIVE_RETRIES} retries, {naive['unfinished']} unfinished when the {args.naive_timeout_s:.0f} s bound hit; "
-            f"server max in flight {naive['server']['max_in_flight']} (cap {CAP}, rejected above it)")
+            f"{NAIVE_RETRIES} retries, {naive['unfinished']} unfinished when the {args.naive_timeout_s:.0f} s bound "
+            f"hit; server max in flight {naive['server']['max_in_flight']} (cap {CAP}, rejected above it)")
     return [main, cpu, compare]
 
 
 def headlines(pipe: dict[str, Any], sdk: dict[str, Any]) -> list[Headline]:
     ceiling = CAP / mean(pipe["model_l_s"]) if pipe["model_l_s"] else 0.0
     ratio = pipe["succeeded"] / pipe["wall_s"] / ceiling if ceiling else 0.0
-    occupancy, stretch = _little(pipe["in_flight_mean"], pipe["wall_s"], pipe["model_l_s"], CAP)
+    seen = pipe["observed"]
     rows = [Headline("throughput / ceiling N / mean(L)", pct(ratio), f">= {pct(GOAL_RATIO)}, 0 failures",
                      ratio >= GOAL_RATIO and pipe["failed"] == 0 and pipe["succeeded"] == pipe["jobs"]),
-            Headline("= occupancy of the cap (the client's part)", pct(occupancy), "-"),
-            Headline("/ stretch of request time over the model (the server's part)", f"{stretch:.2f}", "1.00")]
+            Headline("= occupancy of the cap (the client's part)", pct(seen["occupancy"]), "-"),
+            Headline("/ stretch of request time over the model (the server's part)", f"{seen['stretch']:.2f}",
+                     "1.00")]
     if sdk and sdk["ok"]:
         speedup = pipe["succeeded"] / pipe["wall_s"] / (sdk["ok"] / sdk["wall_s"])
         rows.append(Headline("pipeline vs sequential SDK loop", f"{speedup:.2f}x", f"about N = {CAP}x"))
@@ -260,14 +262,15 @@ def main(argv: list[str] | None = None) -> BenchResult:
         pipe = run_pipeline(stack, Storage(client), batch, workdir, model=model, workers=args.workers,
                             processes=args.processes, timeout_s=3 * ideal_s + 60)
         reset_server_stats(stack.sts_url)
-        sdk = sdk_loop(stack, batch[:args.sdk_jobs], output_prefix=f"s3://{BUCKET}/sdk/",
-                       output_format=OUTPUT_FORMAT, timeout_s=args.sdk_jobs * model.seconds(30.0)) \
+        sdk = sdk_loop(stack, batch[:args.sdk_jobs], output_prefix=f"s3://{BUCKET}/sdk/", output_format=OUTPUT_FORMAT,
+                       model=model, cap=CAP, timeout_s=args.sdk_jobs * model.seconds(30.0)) \
             if args.sdk_jobs else {}
         reset_server_stats(stack.sts_url)
         per_minute = int(60 * CAP / model.seconds(20.0))
         naive = naive_workers(stack, batch[:args.naive_jobs], output_prefix=f"s3://{BUCKET}/naive/",
-                             output_format=OUTPUT_FORMAT, rate_limit=f"{per_minute}/m", workers=2,
-                             concurrency=CAP, timeout_s=args.naive_timeout_s) if args.naive_jobs else {}
+                              output_format=OUTPUT_FORMAT, rate_limit=f"{per_minute}/m", workers=2,
+                              concurrency=CAP, model=model, cap=CAP, timeout_s=args.naive_timeout_s) \
+            if args.naive_jobs else {}
     result = BenchResult("throughput", figures(pipe, sdk, naive, args), headlines(pipe, sdk),
                          raw={"pipeline": pipe, "sdk": sdk, "naive": naive, "args": vars(args)})
     result.wall_s = time.monotonic() - started

@@ -299,3 +299,37 @@ class CpuMeter:
 
     def ours_cores(self) -> float:
         return sum(self.cpu_s.values()) / max(1e-9, self.wall_s)
+
+
+class Observation:
+    """One stretch of a benchmark, watched: requests in flight at the server and CPU per process group.
+
+    ``summary`` adds Little's law: with the model's request times of the jobs done, ``stretch`` is real over model
+    request time, and ``occupancy`` the mean requests in flight over the cap.
+    """
+
+    def __init__(self, sts_url: str, groups: Mapping[str, Sequence[Service]]) -> None:
+        self.meter = CpuMeter(groups)
+        self.sampler = InFlightSampler(sts_url)
+        self.started = self.ended = 0.0
+
+    def __enter__(self) -> Observation:
+        self.meter.start()
+        self.sampler.start()
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ended = time.monotonic()
+        self.sampler.stop()
+        self.meter.stop()
+
+    def summary(self, model_l_s: Sequence[float], cap: int, start: float | None = None,
+                end: float | None = None) -> dict[str, Any]:
+        """Occupancy, stretch and CPU between two monotonic times (default: the whole observation)."""
+        start, end = start if start is not None else self.started, end if end is not None else self.ended
+        in_flight = self.sampler.mean_between(start, end)
+        return {"in_flight_mean": in_flight, "occupancy": in_flight / cap,
+                "stretch": in_flight * (end - start) / sum(model_l_s) if model_l_s else 0.0,
+                "cpu_s": dict(self.meter.cpu_s), "cpu_wall_s": self.meter.wall_s,
+                "machine_busy_cores": self.meter.machine_busy_cores}

@@ -8,7 +8,7 @@ Configured from the environment (the benchmark starts the workers):
 ``BENCH_NAIVE_BROKER_URL``, ``BENCH_NAIVE_QUEUE``, ``BENCH_NAIVE_RATE_LIMIT`` (Celery syntax, e.g. ``66/m``),
 ``BENCH_NAIVE_API_KEY``, and the stack's ``STS_API_BASE_URL`` / ``STS_S3_ENDPOINT_URL`` plus AWS variables.
 
-Outcomes go to Redis, keyed by the job's ``tag``: ``naive:{tag}:done`` (list of finish times, epoch s),
+Outcomes go to Redis, keyed by the job's ``tag``: ``naive:{tag}:done`` (list of "finish time (epoch s) index"),
 ``naive:{tag}:failed`` and ``naive:{tag}:retried`` (counters).
 """
 
@@ -65,7 +65,7 @@ def convert(self: Task, job: dict[str, Any]) -> str:  # type: ignore[type-arg]
     if response.status_code == 200:
         out_bucket, out_key = job["output"][5:].split("/", 1)
         _client("s3").put_object(Bucket=out_bucket, Key=out_key, Body=response.content)
-        counters.rpush(f"naive:{job['tag']}:done", time.time())
+        counters.rpush(f"naive:{job['tag']}:done", f"{time.time()} {job['index']}")
         return "ok"
     if response.status_code in RETRY_STATUSES and self.request.retries < MAX_RETRIES:
         counters.incr(f"naive:{job['tag']}:retried")
