@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     (OUT_DIR / "results.json").write_text(json.dumps(
         {"machine": info, "total_s": total_s, "bench_s": seconds, "results": results}, indent=2, default=str) + "\n")
     (OUT_DIR / "results.md").write_text(
-        f"## `make bench`, {info['date']}\n\n" + machine_markdown(info) + f"\n- total: {total_s / 60:.1f} min\n\n"
+        f"### `make bench`, {info['date']}\n\n" + machine_markdown(info) + f"\n- total: {total_s / 60:.1f} min\n\n"
         + table.markdown() + "\n"
         + "\n".join(markdown_of(result) for result in results.values()))
     return 0 if all("error" not in result for result in results.values()) else 1
