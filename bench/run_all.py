@@ -99,7 +99,8 @@ def long_rss_result(stdout: str) -> dict[str, Any]:
         met = float(peak.split(":", 1)[1].split("MB RSS")[0]) <= 250.0
     return {"name": "long_rss", "figures": [figure.__dict__],
             "headlines": [{"figure": "largest peak RSS of the long-recording path",
-                           "value": peak.split(":", 1)[-1].split(" (goal")[0].strip(), "goal": "<= 250 MB", "met": met}]}
+                           "value": peak.split(":", 1)[-1].split(" (goal")[0].strip(), "goal": "<= 250 MB",
+                           "met": met}]}
 
 
 def summary(results: dict[str, dict[str, Any]], seconds: dict[str, float]) -> Figure:
