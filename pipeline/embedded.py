@@ -106,7 +106,7 @@ class Service:
 class LocalStack:
     """Starts local services on free loopback ports and stops them all on ``close``."""
 
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sts-stack-")))
+    workdir: Path | None = None  # None: a temporary directory, removed again on ``close``
     api_key: str = "local-demo-key"
     services: list[Service] = field(default_factory=list)
     redis_port: int | None = None
@@ -114,6 +114,8 @@ class LocalStack:
     sts_port: int | None = None
 
     def __post_init__(self) -> None:
+        self._temporary = self.workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="sts-stack-")) if self.workdir is None else self.workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     # --- services
@@ -201,6 +203,8 @@ class LocalStack:
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
+        if self._temporary:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> LocalStack:
         return self
