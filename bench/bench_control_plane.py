@@ -248,10 +248,7 @@ def main(argv: list[str] | None = None) -> BenchResult:
     result = BenchResult("control_plane", figures(enq, memory, moto_small, rates, big, small), heads,
                          raw={"enqueue": enq, "reconcile_memory": memory, "reconcile_moto_small": moto_small,
                               "moto_rates": rates, "args": vars(args)})
-    result.wall_s = time.monotonic() - started
-    print(result.markdown(), flush=True)
-    result.save()
-    return result
+    return result.finish(started)
 
 
 if __name__ == "__main__":

@@ -193,10 +193,7 @@ def main(argv: list[str] | None = None) -> BenchResult:
                                 timeout_s=2 * MODEL.seconds(seconds) + 300)) if args.whole else None
     result = BenchResult("long_wall", figures(seg, whole, args.minutes), headlines(seg, whole, args.minutes),
                          raw={"segmented": seg, "whole": whole, "args": vars(args)})
-    result.wall_s = time.monotonic() - started
-    print(result.markdown(), flush=True)
-    result.save()
-    return result
+    return result.finish(started)
 
 
 if __name__ == "__main__":

@@ -195,10 +195,7 @@ def main(argv: list[str] | None = None) -> BenchResult:
     result = BenchResult("overhead", figures(celery, timed, profiled, profiler), [headline],
                          raw={"celery": [{"timings": r["timings"], "attempts": r["attempts"]} for r in celery],
                               "in_process": timed, "profiled": profiled})
-    result.wall_s = time.monotonic() - started
-    print(result.markdown(), flush=True)
-    result.save()
-    return result
+    return result.finish(started)
 
 
 if __name__ == "__main__":

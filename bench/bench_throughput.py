@@ -273,10 +273,7 @@ def main(argv: list[str] | None = None) -> BenchResult:
             if args.naive_jobs else {}
     result = BenchResult("throughput", figures(pipe, sdk, naive, args), headlines(pipe, sdk),
                          raw={"pipeline": pipe, "sdk": sdk, "naive": naive, "args": vars(args)})
-    result.wall_s = time.monotonic() - started
-    print(result.markdown(), flush=True)
-    result.save()
-    return result
+    return result.finish(started)
 
 
 if __name__ == "__main__":

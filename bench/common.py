@@ -90,11 +90,8 @@ class Lane:
         """Start ``count`` workers of ``concurrency`` processes each and wait until every one says it is ready."""
         started = []
         for _ in range(count):
-            name = f"{self.queue}-w{len(self.workers)}"
-            argv = [sys.executable, "-m", "pipeline.cli", "worker", "-c", str(concurrency), "--hostname",
-                    f"{name}@%h", "--loglevel", "INFO"]
-            service = Service(name, argv, self.env(), self.stack.workdir / f"{name}.log").start()
-            self.stack.services.append(service)
+            service = self.stack.start_worker(concurrency, name=f"{self.queue}-w{len(self.workers)}",
+                                              extra_env=self.env())
             self.workers.append(service)
             started.append(service)
         for service in started:

@@ -7,6 +7,7 @@ Each benchmark returns a ``BenchResult``: its tables plus the raw numbers behind
 from __future__ import annotations
 
 import json
+import time
 import os
 import platform
 import subprocess
@@ -65,6 +66,13 @@ class BenchResult:
 
     def markdown(self) -> str:
         return "\n".join(figure.markdown() for figure in self.figures)
+
+    def finish(self, started_monotonic: float) -> BenchResult:
+        """Record the wall time since ``started_monotonic``, print the tables and save the JSON."""
+        self.wall_s = time.monotonic() - started_monotonic
+        print(self.markdown(), flush=True)
+        self.save()
+        return self
 
     def save(self) -> Path:
         OUT_DIR.mkdir(parents=True, exist_ok=True)

@@ -43,11 +43,8 @@ class Lane:
         return env
 
     def start_worker(self, concurrency: int = 2, **extra: str) -> Service:
-        name = f"{self.queue}-w{len(self.workers)}"
-        argv = [sys.executable, "-m", "pipeline.cli", "worker", "-c", str(concurrency), "--hostname", f"{name}@%h",
-                "--loglevel", "INFO"]
-        service = Service(name, argv, self.env(**extra), self.stack.workdir / f"{name}.log")
-        service.start()
+        service = self.stack.start_worker(concurrency, name=f"{self.queue}-w{len(self.workers)}",
+                                          extra_env=self.env(**extra))
         self.workers.append(service)
         return service
 
