@@ -10,13 +10,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import redis
 
 from pipeline.backoff import backoff_delay_s
 from pipeline.budget import Budget
@@ -26,7 +24,7 @@ from pipeline.formats import OUTPUT_FORMATS
 from pipeline.jobs import Job
 from pipeline.limiter import Limiter
 from pipeline.quality import QualityReport, measure
-from pipeline.runstate import RunState
+from pipeline.runstate import RunState, best_effort
 from pipeline.sts_client import CallError, CallResult, StsClient
 
 log = logging.getLogger(__name__)
@@ -108,10 +106,10 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
                 try:
                     result = ctx.client.convert(job, audio, out, audio_content_type=audio_content_type)
                 except CallError as call_error:
-                    _bookkeeping(ctx.limiter.observe_response, call_error.failed.status or 0,
+                    best_effort(ctx.limiter.observe_response, call_error.failed.status or 0,
                                  call_error.failed.headers, api_status=call_error.failed.api_status)
                     raise
-                _bookkeeping(ctx.limiter.observe_response, 200, result.headers)
+                best_effort(ctx.limiter.observe_response, 200, result.headers)
         except SlotUnavailableError:
             if ctx.budget and reservation:
                 ctx.budget.release(reservation)
@@ -121,9 +119,9 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
             billed = _billed(call_error.failed.headers)
             if ctx.budget and reservation:
                 if billed:
-                    _bookkeeping(ctx.budget.settle, reservation, billed)
+                    best_effort(ctx.budget.settle, reservation, billed)
                 else:
-                    _bookkeeping(ctx.budget.release, reservation)
+                    best_effort(ctx.budget.release, reservation)
             _finish(record, started, error=error, status=call_error.failed.status,
                     request_id=call_error.failed.headers.get("request-id"), credits=billed)
             records.append(record)
@@ -138,7 +136,7 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
             continue
         credits = result.character_cost or 0.0
         if ctx.budget and reservation:
-            _bookkeeping(ctx.budget.settle, reservation, credits)
+            best_effort(ctx.budget.settle, reservation, credits)
         quality = measure(out, output_format=output_format, input_duration_s=expected_output_s(job, input_s))
         short = quality.duration_out_s < expected_output_s(job, input_s) * SHORT_OUTPUT_RATIO - SHORT_OUTPUT_ALLOWANCE_S
         if short:
@@ -161,18 +159,6 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
         return Conversion(result, quality, records)
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-
-def _bookkeeping(action: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-    """Record a response in Redis (limiter, budget) without ever losing the response to a Redis fault.
-
-    Raising here would throw away audio already paid for, and the job's re-run would pay again; an unrecorded
-    response costs only a lesson the limiter did not learn or credits the budget did not count.
-    """
-    try:
-        action(*args, **kwargs)
-    except redis.RedisError as error:
-        log.warning("could not record a response in Redis (%s: %s); the response stands", action.__qualname__,
-                    type(error).__name__)
 
 
 def _billed(headers: dict[str, str]) -> float:

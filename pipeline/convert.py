@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import redis
 
 from pipeline import __version__
 from pipeline.attempts import AttemptRecord, CallContext, Conversion, convert_with_retries
@@ -34,7 +33,7 @@ from pipeline.formats import OUTPUT_FORMATS
 from pipeline.jobs import Job
 from pipeline.longform import convert_segmented, delete_work
 from pipeline.provenance import build_failure, commit, failure_status, is_committed, record_failure
-from pipeline.runstate import DeliveryGuard, JobState, RunState
+from pipeline.runstate import DeliveryGuard, JobState, RunState, best_effort
 from pipeline.s3uri import S3Uri
 from pipeline.storage import Storage, sha256_file
 
@@ -125,18 +124,10 @@ def run_job(ctx: WorkerContext, message: JobMessage) -> JobState:
         except PipelineError as error:
             state = _fail(ctx, message, job, output, error, attempts, deliveries)
     finally:
-        _best_effort(guard.end)
-    _best_effort(run_state.mark, message.job_id, state)
+        best_effort(guard.end)
+    best_effort(run_state.mark, message.job_id, state)
     return state
 
-
-def _best_effort(action: Callable[..., None], *args: Any) -> None:
-    """Live-state bookkeeping in Redis after the outcome is durable in S3: a Redis fault must not undo the job."""
-    try:
-        action(*args)
-    except redis.RedisError as error:
-        log.warning("could not update live state in Redis (%s: %s); S3 has the outcome",
-                    getattr(action, "__qualname__", "?"), type(error).__name__)
 
 
 def _fail(ctx: WorkerContext, message: JobMessage, job: Job, output: S3Uri, error: PipelineError,

@@ -11,12 +11,16 @@ Redis keys (all expire ``RUN_TTL_S`` after their last write):
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
+from typing import Any
 
 import redis
+
+log = logging.getLogger(__name__)
 
 RUN_TTL_S = 14 * 24 * 3600
 
@@ -117,3 +121,17 @@ local left = redis.call('DECR', KEYS[1])
 if left <= 0 then redis.call('DEL', KEYS[1]) end
 return left
 """
+
+
+def best_effort(action: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    """Run a Redis write that must never undo the job: log a Redis fault and carry on.
+
+    Used for what is recorded after a response or an outcome (limiter feedback, budget settlement, live state). Raising
+    there would throw away audio already paid for, or a result already durable in S3; skipping the write costs only a
+    lesson the limiter did not learn, credits the budget did not count, or a stale ``status``.
+    """
+    try:
+        action(*args, **kwargs)
+    except redis.RedisError as error:
+        log.warning("could not write to Redis (%s: %s); carrying on without it",
+                    getattr(action, "__qualname__", "?"), type(error).__name__)
