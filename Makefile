@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m pipeline.demo
+	$(PY) -m pipeline.local.demo
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -24,7 +24,7 @@ from elevenlabs import ElevenLabs
 
 from bench.common import REPO_ROOT, BatchJob, LatencyModel, Observation, s3_client, server_stats, wait_for_log
 from bench.naive_celery import TASK_NAME as NAIVE_TASK
-from pipeline.embedded import LocalStack, Service
+from pipeline.local.services import LocalStack, Service
 from pipeline.s3uri import S3Uri
 
 SDK_API_KEY = "bench-sdk-key"

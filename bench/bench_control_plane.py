@@ -36,12 +36,12 @@ from bench.memory_s3 import MemoryS3
 from bench.report import BenchResult, Figure, Headline
 from bench.run_data import SyntheticRun
 from pipeline.config import Settings
-from pipeline.embedded import LocalStack, Service, free_port
-from pipeline.ledger import scan_outputs
-from pipeline.loader import enqueue
-from pipeline.manifest import load_manifests, parse_manifest
-from pipeline.reconcile import Outcome, reconcile
-from pipeline.storage import Storage
+from pipeline.local.services import LocalStack, Service, free_port
+from pipeline.storage.scan import scan_outputs
+from pipeline.run.submit import enqueue
+from pipeline.manifest.load import load_manifests, parse_manifest
+from pipeline.report.reconcile import Outcome, reconcile
+from pipeline.storage.s3 import Storage
 from workers.app import create_app
 
 T = TypeVar("T")

@@ -28,11 +28,11 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.audio import duration_s
+from pipeline.audio.ffmpeg import duration_s
 from pipeline.formats import OUTPUT_FORMATS
-from pipeline.quality import measure
-from pipeline.samples import write_speech_like
-from pipeline.segments import cut_segment, plan_segments, stitch
+from pipeline.audio.quality import measure
+from pipeline.local.samples import write_speech_like
+from pipeline.audio.segments import cut_segment, plan_segments, stitch
 
 OVERLAP_S = 0.05
 GOAL_MB = 250.0

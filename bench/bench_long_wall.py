@@ -4,7 +4,7 @@ for the whole file.
     python -m bench.bench_long_wall [--minutes 60] [--whole]
 
 Same latency model as the throughput benchmark (L = 0.5 s + 0.2 s per second of audio), cap N = 5. The segmented
-job (``pipeline/longform.py``: default 300 s segments cut at pauses, ``STS_SEGMENT_WORKERS`` = N) is measured from
+job (``pipeline/conversion/longform.py``: default 300 s segments cut at pauses, ``STS_SEGMENT_WORKERS`` = N) is measured from
 enqueue to commit. One request for the whole file takes at least 0.5 + 0.2 x 3600 = 720.5 s by the model, which
 alone is most of ``make bench``'s budget, so it is only run with ``--whole`` (the same pipeline with
 ``STS_MAX_SEGMENT_SECONDS`` above the input's length, the server's input limits raised); otherwise its floor is
@@ -36,9 +36,9 @@ from bench.common import (
     upload_files,
 )
 from bench.report import BenchResult, Figure, Headline, pct
-from pipeline.embedded import LocalStack
-from pipeline.samples import write_speech_like
-from pipeline.storage import Storage
+from pipeline.local.services import LocalStack
+from pipeline.local.samples import write_speech_like
+from pipeline.storage.s3 import Storage
 
 CAP = 5
 MODEL = LatencyModel(fixed_s=0.5, per_audio_s=0.2)

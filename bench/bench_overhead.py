@@ -30,14 +30,14 @@ from typing import Any
 
 from bench.common import VOICE_IDS, Lane, LatencyModel, epoch, read_records, s3_client, upload_files
 from bench.report import BenchResult, Figure, Headline, pct
-from pipeline.budget import Budget
+from pipeline.run.budget import Budget
 from pipeline.config import get_settings
-from pipeline.convert import JobMessage, run_job
-from pipeline.embedded import LocalStack
-from pipeline.manifest import parse_manifest
-from pipeline.runstate import RunState
-from pipeline.samples import write_speech_like
-from pipeline.storage import Storage
+from pipeline.conversion.job import JobMessage, run_job
+from pipeline.local.services import LocalStack
+from pipeline.manifest.load import parse_manifest
+from pipeline.run.state import RunState
+from pipeline.local.samples import write_speech_like
+from pipeline.storage.s3 import Storage
 from workers.tasks import worker_context
 
 MODEL = LatencyModel(fixed_s=0.5, per_audio_s=0.2)

@@ -45,9 +45,9 @@ from bench.common import (
 )
 from bench.naive_celery import MAX_RETRIES as NAIVE_RETRIES
 from bench.report import BenchResult, Figure, Headline, pct
-from pipeline.embedded import LocalStack
-from pipeline.samples import write_speech_like
-from pipeline.storage import Storage
+from pipeline.local.services import LocalStack
+from pipeline.local.samples import write_speech_like
+from pipeline.storage.s3 import Storage
 
 CAP = 5
 BUCKET = "bench-throughput"

@@ -42,8 +42,8 @@ import redis
 
 from bench import chaos_audit as audit
 from bench.chaos_report import print_table
-from pipeline.embedded import LocalStack, Service, free_port
-from pipeline.samples import speech_like
+from pipeline.local.services import LocalStack, Service, free_port
+from pipeline.local.samples import speech_like
 from tests.secret_scan import SecretScanner
 
 #: the whole drill, setup to table; a SIGALRM a little later stops it wherever it is (services are still stopped)

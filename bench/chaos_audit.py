@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.provenance import FAILURE_SUFFIX, PROVENANCE_SUFFIX
+from pipeline.storage.records import FAILURE_SUFFIX, PROVENANCE_SUFFIX
 
 _RECEIVED = re.compile(r"Task sts\.convert\[([^\]]+)\] received")
 _ENDED = re.compile(r"Task sts\.convert\[([^\]]+)\] (?:succeeded|retry|raised)")

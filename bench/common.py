@@ -25,14 +25,14 @@ import httpx
 import redis
 from botocore.config import Config
 
-from pipeline.embedded import LOCAL_AWS_ENV, LocalStack, Service
-from pipeline.ledger import scan_outputs
+from pipeline.local.services import LOCAL_AWS_ENV, LocalStack, Service
+from pipeline.storage.scan import scan_outputs
 from pipeline.offline.voices import VOICES
-from pipeline.progress import done_count
-from pipeline.provenance import failure_uri, provenance_uri
-from pipeline.runstate import RunState
+from pipeline.run.progress import done_count
+from pipeline.storage.records import failure_uri, provenance_uri
+from pipeline.run.state import RunState
 from pipeline.s3uri import S3Uri
-from pipeline.storage import Storage
+from pipeline.storage.s3 import Storage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VOICE_IDS = tuple(VOICES)

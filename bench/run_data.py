@@ -1,7 +1,7 @@
 """A synthetic finished run for the control-plane benchmark: its manifest lines and the S3 objects it left.
 
 Job ``i`` of shard ``s`` writes ``s3://{bucket}/{prefix}/shard-{s:02d}/{i:06d}.mp3``. Its outcome is fixed by its
-number: of every 100 jobs, 96 succeeded (the audio plus a provenance record shaped like ``pipeline.convert`` writes),
+number: of every 100 jobs, 96 succeeded (the audio plus a provenance record shaped like ``pipeline.conversion.job`` writes),
 3 failed (a failure record from ``build_failure``) and 1 was rejected (a 422 failure record). So every job has
 exactly one record, and the run's records number ``shards * jobs_per_shard``.
 
@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pipeline.errors import RejectedError, TransientError
-from pipeline.provenance import (
+from pipeline.storage.records import (
     FAILURE_SUFFIX,
     PROVENANCE_SCHEMA,
     PROVENANCE_SUFFIX,

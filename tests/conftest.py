@@ -16,7 +16,7 @@ import boto3
 import pytest
 import redis
 
-from pipeline.embedded import LOCAL_AWS_ENV, LocalStack
+from pipeline.local.services import LOCAL_AWS_ENV, LocalStack
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from pipeline.embedded import LocalStack, Service
+from pipeline.local.services import LocalStack, Service
 from pipeline.formats import OUTPUT_FORMATS
-from pipeline.samples import speech_like
+from pipeline.local.samples import speech_like
 
 VOICES = ("BKkWQENix2VWeAv6YV5R", "AxUN8DXFT6JYQPLTV7j9", "vK7n2rg6OeynABb4ilbv", "xmXfcXc3zRgo3GlCx0pq")
 #: worker settings that make a dead worker's job come back within seconds (tests of redelivery)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.attempts import CallContext, convert_with_retries
-from pipeline.budget import Reservation
+from pipeline.conversion.calls import CallContext, convert_with_retries
+from pipeline.run.budget import Reservation
 from pipeline.config import Settings
 from pipeline.errors import TransientError
-from pipeline.jobs import Job
-from pipeline.samples import speech_like
-from pipeline.sts_client import StsClient
+from pipeline.manifest.job import Job
+from pipeline.local.samples import speech_like
+from pipeline.api.client import StsClient
 
 GONE = redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import (
+from pipeline.audio.ffmpeg import (
     AudioInfo,
     check_limits,
     decode_mono,
@@ -20,7 +20,7 @@ from pipeline.audio import (
 )
 from pipeline.errors import InputError
 from pipeline.formats import OUTPUT_FORMATS
-from pipeline.samples import speech_like
+from pipeline.local.samples import speech_like
 
 RATE = 44100
 SECONDS = 3.0

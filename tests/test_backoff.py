@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.backoff import (
+from pipeline.api.backoff import (
     MAX_RETRY_AFTER_S,
     backoff_delay_s,
     parse_retry_after,

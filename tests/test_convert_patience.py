@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import convert
+from pipeline.conversion import job as convert
 from pipeline.errors import StorageUnavailableError
 
 

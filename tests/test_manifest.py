@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.config import Settings, get_settings
 from pipeline.errors import ManifestError
-from pipeline.manifest import (
+from pipeline.manifest.load import (
     ManifestLimits,
     ManifestProblem,
     check_output_prefix,

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.config import get_settings
-from pipeline.manifest import ManifestLimits, Shard, load_manifests, parse_manifest
+from pipeline.manifest.load import ManifestLimits, Shard, load_manifests, parse_manifest
 
 
 def good(n: int) -> dict[str, Any]:

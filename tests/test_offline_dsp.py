@@ -15,7 +15,7 @@ from pipeline.offline.conversion import credits_for
 from pipeline.offline.faults import FaultInjector, FaultSettings
 from pipeline.offline.params import parse_request
 from pipeline.offline.voices import DEFAULT_VOICE_ID, VOICES
-from pipeline.samples import speech_like
+from pipeline.local.samples import speech_like
 
 RATE = dsp.WORK_RATE_HZ
 

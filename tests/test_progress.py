@@ -9,7 +9,7 @@ import redis
 from rich.console import Console
 
 from pipeline.errors import RunStateLost
-from pipeline.progress import wait_for_run
+from pipeline.run.progress import wait_for_run
 
 RUN = "run-x"
 

@@ -11,8 +11,8 @@ import pyloudnorm
 import pytest
 
 from pipeline.formats import OUTPUT_FORMATS, OutputFormat
-from pipeline.quality import QualityThresholds, measure
-from pipeline.samples import speech_like
+from pipeline.audio.quality import QualityThresholds, measure
+from pipeline.local.samples import speech_like
 
 PCM_16K = OUTPUT_FORMATS["pcm_16000"]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ApiError, BudgetExceededError, InputError, RejectedError
-from pipeline.manifest import ManifestEntry, Shard, load_manifest, parse_manifest
-from pipeline.provenance import PROVENANCE_SCHEMA, SCHEMA_VERSION, build_failure
-from pipeline.quality import QualityReport
-from pipeline.reconcile import (
+from pipeline.manifest.load import ManifestEntry, Shard, load_manifest, parse_manifest
+from pipeline.storage.records import PROVENANCE_SCHEMA, SCHEMA_VERSION, build_failure
+from pipeline.audio.quality import QualityReport
+from pipeline.report.reconcile import (
     JobResult,
     Outcome,
     RunReport,
@@ -20,7 +20,7 @@ from pipeline.reconcile import (
     summarize_rejection,
     write_retry_manifests,
 )
-from pipeline.report_formats import CSV_COLUMNS, report_dict, write_csv
+from pipeline.report.text import CSV_COLUMNS, report_dict, write_csv
 
 REJECT_DETAIL = [{"loc": ["body", "voice_settings", "stability"], "msg": "Input should be less than or equal to 1",
                   "type": "less_than_equal"}]

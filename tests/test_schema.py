@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.jobs import Job, VoiceSettings
-from pipeline.manifest import load_manifest
-from pipeline.schema import DESCRIPTIONS, manifest_line_schema, render_schema
+from pipeline.manifest.job import Job, VoiceSettings
+from pipeline.manifest.load import load_manifest
+from pipeline.manifest.schema import DESCRIPTIONS, manifest_line_schema, render_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "manifests" / "schema.json"
@@ -26,7 +26,7 @@ def validator() -> Draft202012Validator:
 
 
 def test_committed_schema_is_what_the_generator_produces() -> None:
-    # regenerate with: python -m pipeline.schema > manifests/schema.json
+    # regenerate with: python -m pipeline.manifest.schema > manifests/schema.json
     assert SCHEMA_PATH.read_text() == render_schema()
 
 

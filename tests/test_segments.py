@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import decode_mono, duration_s
+from pipeline.audio.ffmpeg import decode_mono, duration_s
 from pipeline.formats import OUTPUT_FORMATS
-from pipeline.samples import write_speech_like
-from pipeline.segments import Segment, cut_segment, plan_segments, stitch
+from pipeline.local.samples import write_speech_like
+from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
 
 RATE = 16000
 LONG_S = 1200.0

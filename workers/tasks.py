@@ -9,15 +9,15 @@ import random
 import redis
 from celery import Task, shared_task
 
-from pipeline.attempts import CallContext
-from pipeline.budget import Budget
+from pipeline.conversion.calls import CallContext
+from pipeline.run.budget import Budget
 from pipeline.config import get_settings
-from pipeline.convert import TASK_CONVERT, JobMessage, WorkerContext, run_job
+from pipeline.conversion.job import TASK_CONVERT, JobMessage, WorkerContext, run_job
 from pipeline.errors import SlotUnavailableError, StorageUnavailableError
-from pipeline.limiter import Limiter, LimiterConfig, key_id_for
-from pipeline.runstate import RunState
-from pipeline.storage import Storage
-from pipeline.sts_client import StsClient
+from pipeline.api.limiter import Limiter, LimiterConfig, key_id_for
+from pipeline.run.state import RunState
+from pipeline.storage.s3 import Storage
+from pipeline.api.client import StsClient
 
 log = logging.getLogger(__name__)
 

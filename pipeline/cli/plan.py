@@ -24,10 +24,10 @@ def plan(manifests: tuple[Path, ...], output_prefix: str | None, as_json: bool, 
     from rich.table import Table
 
     from pipeline.config import get_settings
-    from pipeline.limiter import Limiter, LimiterConfig, key_id_for
-    from pipeline.manifest import ManifestLimits, load_manifests
-    from pipeline.plan import make_plan
-    from pipeline.storage import Storage
+    from pipeline.api.limiter import Limiter, LimiterConfig, key_id_for
+    from pipeline.manifest.load import ManifestLimits, load_manifests
+    from pipeline.run.plan import make_plan
+    from pipeline.storage.s3 import Storage
 
     console = Console(stderr=True)
     settings = get_settings()

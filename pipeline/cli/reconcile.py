@@ -14,8 +14,8 @@ from pipeline.cli import main
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
-    from pipeline.manifest import Shard
-    from pipeline.storage import Storage
+    from pipeline.manifest.load import Shard
+    from pipeline.storage.s3 import Storage
 
 
 class ReconcileFailed(click.ClickException):
@@ -40,10 +40,10 @@ def load_source(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str |
     """The manifest files given, or the copies a run stored in S3 (``--run``)."""
     from pipeline.config import get_settings
     from pipeline.errors import PipelineError
-    from pipeline.manifest import ManifestLimits, load_manifests
-    from pipeline.reconcile import shards_of_run
-    from pipeline.runs import load_run, runs_root
-    from pipeline.storage import Storage
+    from pipeline.manifest.load import ManifestLimits, load_manifests
+    from pipeline.report.reconcile import shards_of_run
+    from pipeline.run.stored import load_run, runs_root
+    from pipeline.storage.s3 import Storage
 
     if bool(manifests) == bool(run_id):
         raise click.UsageError("give either MANIFEST files or --run RUN_ID (one of the two)")
@@ -101,10 +101,10 @@ def reconcile(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | N
     from rich.console import Console
 
     from pipeline.errors import PipelineError
-    from pipeline.reconcile import reconcile as reconcile_run
-    from pipeline.reconcile import write_retry_manifests
-    from pipeline.report_formats import print_report, report_dict, write_csv
-    from pipeline.report_html import render_html
+    from pipeline.report.reconcile import reconcile as reconcile_run
+    from pipeline.report.reconcile import write_retry_manifests
+    from pipeline.report.text import print_report, report_dict, write_csv
+    from pipeline.report.html import render_html
 
     notes = Console(stderr=True)
     source = load_source(manifests, run_id, runs_uri, output_prefix)

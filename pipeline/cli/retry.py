@@ -36,12 +36,12 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
     from rich.console import Console
 
     from pipeline.errors import PipelineError
-    from pipeline.loader import enqueue
-    from pipeline.manifest import ManifestLimits, parse_manifest
-    from pipeline.progress import counts_table, wait_for_run
-    from pipeline.reconcile import Outcome, reconcile, retry_manifest_bytes
-    from pipeline.runs import new_run_id, runs_root, save_run
-    from pipeline.runstate import RunState
+    from pipeline.run.submit import enqueue
+    from pipeline.manifest.load import ManifestLimits, parse_manifest
+    from pipeline.run.progress import counts_table, wait_for_run
+    from pipeline.report.reconcile import Outcome, reconcile, retry_manifest_bytes
+    from pipeline.run.stored import new_run_id, runs_root, save_run
+    from pipeline.run.state import RunState
     from pipeline.s3uri import S3Uri
     from workers.app import create_app
 

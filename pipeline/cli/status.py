@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from rich.console import Group
 
-    from pipeline.runstate import RunState
+    from pipeline.run.state import RunState
 
 REFRESH_S = 1.0
 
@@ -26,7 +26,7 @@ def _view(state: RunState, counts: Counter[str]) -> Group:
     from rich.console import Group
     from rich.text import Text
 
-    from pipeline.progress import counts_table, done_count
+    from pipeline.run.progress import counts_table, done_count
 
     meta = state.meta()
     total = int(meta.get("jobs", sum(counts.values())))
@@ -50,9 +50,9 @@ def status(run_id: str, watch: bool) -> None:
     from rich.live import Live
 
     from pipeline.config import get_settings
-    from pipeline.progress import done_count
-    from pipeline.runs import check_run_id
-    from pipeline.runstate import RunState
+    from pipeline.run.progress import done_count
+    from pipeline.run.stored import check_run_id
+    from pipeline.run.state import RunState
 
     console = Console()
     settings = get_settings()

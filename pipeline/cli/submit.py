@@ -25,14 +25,14 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
     import redis
     from rich.console import Console
 
-    from pipeline.budget import Budget
+    from pipeline.run.budget import Budget
     from pipeline.config import get_settings
-    from pipeline.loader import enqueue
-    from pipeline.manifest import ManifestLimits, load_manifests
-    from pipeline.progress import counts_table, wait_for_run
-    from pipeline.runs import check_run_id, new_run_id, runs_root, save_run
+    from pipeline.run.submit import enqueue
+    from pipeline.manifest.load import ManifestLimits, load_manifests
+    from pipeline.run.progress import counts_table, wait_for_run
+    from pipeline.run.stored import check_run_id, new_run_id, runs_root, save_run
     from pipeline.s3uri import S3Uri
-    from pipeline.storage import Storage
+    from pipeline.storage.s3 import Storage
     from workers.app import create_app
 
     console = Console(stderr=True)

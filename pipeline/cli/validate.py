@@ -9,7 +9,7 @@ import click
 from pipeline.cli import main
 from pipeline.config import get_settings
 from pipeline.errors import ManifestError
-from pipeline.manifest import ManifestLimits, check_output_prefix, load_manifests
+from pipeline.manifest.load import ManifestLimits, check_output_prefix, load_manifests
 
 
 def _plural(count: int, word: str) -> str:

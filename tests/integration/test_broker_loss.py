@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from pipeline.embedded import LocalStack
+from pipeline.local.services import LocalStack
 from tests.support import (FAST_REDELIVERY, VOICES, lane, object_versions, sts_stats, wait_until, write_input,
                            write_jsonl)
 

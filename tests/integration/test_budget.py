@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from pipeline.budget import Budget
+from pipeline.run.budget import Budget
 from pipeline.errors import BudgetExceededError
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import LocalStack
+from pipeline.local.services import LocalStack
 from tests.support import VOICES, decoded_seconds, lane, write_input, write_jsonl
 
 FORMATS = ("mp3_44100_128", "pcm_16000", "opus_48000_64", "pcm_24000", "ulaw_8000", "mp3_22050_32", "alaw_8000",

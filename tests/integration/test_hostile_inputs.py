@@ -31,9 +31,9 @@ import pytest
 import redis
 import soundfile as sf
 
-from pipeline.embedded import LocalStack
-from pipeline.jobs import Job
-from pipeline.runstate import RunState
+from pipeline.local.services import LocalStack
+from pipeline.manifest.job import Job
+from pipeline.run.state import RunState
 from tests.support import VOICES, decoded_seconds, lane, write_input, write_jsonl
 
 TAG = uuid.uuid4().hex[:8]

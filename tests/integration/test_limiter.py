@@ -17,9 +17,9 @@ from contextlib import ExitStack
 import pytest
 import redis
 
-from pipeline.embedded import LocalStack
+from pipeline.local.services import LocalStack
 from pipeline.errors import SlotUnavailableError
-from pipeline.limiter import Limiter, LimiterConfig, key_id_for
+from pipeline.api.limiter import Limiter, LimiterConfig, key_id_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ return n
 # argv: redis_url key_id cap rounds hold_s. Three threads per process; all processes start together.
 CONTENDER = f"""
 import sys, threading, time, redis
-from pipeline.limiter import Limiter, LimiterConfig
+from pipeline.api.limiter import Limiter, LimiterConfig
 url, key_id, cap, rounds, hold_s = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 r = redis.Redis.from_url(url)
 track = r.register_script({TRACK_LUA!r})
@@ -60,7 +60,7 @@ for t in threads: t.join()
 # argv: redis_url key_id lease_s. Takes the only slot, says so, then hangs until killed.
 HOLDER = """
 import sys, time, redis
-from pipeline.limiter import Limiter, LimiterConfig
+from pipeline.api.limiter import Limiter, LimiterConfig
 r = redis.Redis.from_url(sys.argv[1])
 limiter = Limiter(r, sys.argv[2], LimiterConfig(configured_cap=1, requests_per_minute=None, lease_s=float(sys.argv[3])))
 with limiter.slot(wait_s=30):
@@ -213,7 +213,7 @@ def test_first_request_only_until_the_cap_is_learned(
         with pytest.raises(SlotUnavailableError):
             with worker_b.slot(wait_s=0.2):
                 pass
-        caplog.set_level(logging.INFO, logger="pipeline.limiter")
+        caplog.set_level(logging.INFO, logger="pipeline.api.limiter")
         headers = {"maximum-concurrent-requests": "4", "current-concurrent-requests": "1"}
         worker_a.observe_response(200, headers)
         worker_b.observe_response(200, headers)  # same news from another worker: not logged again
@@ -240,7 +240,7 @@ def test_effective_cap_is_the_smaller_of_configured_and_learned(redis_client: re
 def test_aimd_halves_at_the_cap_and_climbs_back_slowly(
     redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline.limiter")
+    caplog.set_level(logging.INFO, logger="pipeline.api.limiter")
     limiter = make(redis_client, cap=4, lease_s=30.0)
     too_many = {"retry-after-ms": "1"}
     with ExitStack() as stack:

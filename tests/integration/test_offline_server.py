@@ -21,12 +21,12 @@ import pyworld as pw
 import soundfile as sf
 from elevenlabs.client import ElevenLabs
 
-from pipeline.embedded import LocalStack
+from pipeline.local.services import LocalStack
 from pipeline.formats import OUTPUT_FORMATS, OutputFormat
 from pipeline.offline.faults import FaultInjector, FaultSettings
 from pipeline.offline.level import PEAK_CEILING_DBFS, integrated_lufs
 from pipeline.offline.voices import DEFAULT_VOICE_ID, VOICES
-from pipeline.samples import speech_like
+from pipeline.local.samples import speech_like
 
 pytestmark = pytest.mark.integration
 

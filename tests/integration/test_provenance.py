@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 
 from pipeline.config import Settings
-from pipeline.embedded import LocalStack
+from pipeline.local.services import LocalStack
 from pipeline.errors import InputError, RejectedError
-from pipeline.ledger import scan_outputs
-from pipeline.provenance import build_failure, commit, failure_uri, is_committed, provenance_uri, record_failure
+from pipeline.storage.scan import scan_outputs
+from pipeline.storage.records import build_failure, commit, failure_uri, is_committed, provenance_uri, record_failure
 from pipeline.s3uri import S3Uri
-from pipeline.storage import Storage
+from pipeline.storage.s3 import Storage
 
 
 def _storage(stack: LocalStack) -> Storage:

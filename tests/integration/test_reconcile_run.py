@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from pipeline.embedded import LocalStack
+from pipeline.local.services import LocalStack
 from tests.integration.test_report_html import CHROMIUM, Figures, png_size_and_colours, resolve
 from tests.support import VOICES, lane, write_input, write_jsonl
 

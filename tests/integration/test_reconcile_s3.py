@@ -18,15 +18,15 @@ from click.testing import CliRunner, Result
 
 from pipeline.cli import main
 from pipeline.config import Settings, get_settings
-from pipeline.embedded import LocalStack, free_port
+from pipeline.local.services import LocalStack, free_port
 from pipeline.errors import ApiError, BudgetExceededError, InputError
-from pipeline.manifest import Shard, load_manifests
-from pipeline.provenance import commit, failure_uri, record_failure
-from pipeline.reconcile import Outcome, reconcile
-from pipeline.runs import load_run, save_run
-from pipeline.runstate import JobState, RunState
+from pipeline.manifest.load import Shard, load_manifests
+from pipeline.storage.records import commit, failure_uri, record_failure
+from pipeline.report.reconcile import Outcome, reconcile
+from pipeline.run.stored import load_run, save_run
+from pipeline.run.state import JobState, RunState
 from pipeline.s3uri import S3Uri
-from pipeline.storage import Storage
+from pipeline.storage.s3 import Storage
 from tests.test_reconcile import failure, line, provenance, rejected_error
 
 pytestmark = pytest.mark.integration

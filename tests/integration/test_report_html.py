@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.embedded import LocalStack
+from pipeline.local.services import LocalStack
 from pipeline.errors import ApiError, BudgetExceededError, InputError
-from pipeline.manifest import load_manifests
-from pipeline.provenance import commit, record_failure
+from pipeline.manifest.load import load_manifests
+from pipeline.storage.records import commit, record_failure
 from pipeline.s3uri import S3Uri
 from tests.integration.test_reconcile_s3 import cli, no_redis, storage_for
 from tests.test_reconcile import failure, line, provenance, rejected_error

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.embedded import LocalStack
+from pipeline.local.services import LocalStack
 from tests.support import VOICES, lane, write_input, write_jsonl
 
 CAP = 3

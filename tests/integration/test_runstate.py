@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from pipeline.runstate import DeliveryGuard, JobState, RunState
+from pipeline.run.state import DeliveryGuard, JobState, RunState
 
 
 def test_the_guard_counts_unclean_deliveries_only(redis_client: redis.Redis) -> None:

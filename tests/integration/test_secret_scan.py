@@ -23,11 +23,11 @@ import pytest
 import redis
 from rich.console import Console
 
-from pipeline.embedded import LocalStack, free_port
+from pipeline.local.services import LocalStack, free_port
 from pipeline.errors import PipelineError, redact, register_secret
-from pipeline.jobs import Job
-from pipeline.progress import wait_for_run
-from pipeline.sts_client import CallError, StsClient
+from pipeline.manifest.job import Job
+from pipeline.run.progress import wait_for_run
+from pipeline.api.client import CallError, StsClient
 from tests.secret_scan import Hit, SecretScanner, scan
 from tests.support import VOICES, lane, write_input, write_jsonl
 

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 
-from pipeline.backoff import backoff_delay_s
-from pipeline.budget import Budget
+from pipeline.api.backoff import backoff_delay_s
+from pipeline.run.budget import Budget
 from pipeline.config import Settings
 from pipeline.errors import AuthError, PipelineError, SlotUnavailableError, TransientError
 from pipeline.formats import OUTPUT_FORMATS
-from pipeline.jobs import Job
-from pipeline.limiter import Limiter
-from pipeline.quality import QualityReport, measure
-from pipeline.runstate import RunState, best_effort
-from pipeline.sts_client import CallError, CallResult, StsClient
+from pipeline.manifest.job import Job
+from pipeline.api.limiter import Limiter
+from pipeline.audio.quality import QualityReport, measure
+from pipeline.run.state import RunState, best_effort
+from pipeline.api.client import CallError, CallResult, StsClient
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.config import Settings
-from pipeline.embedded import LocalStack
-from pipeline.manifest import load_manifest
-from pipeline.provenance import provenance_uri
+from pipeline.local.services import LocalStack
+from pipeline.manifest.load import load_manifest
+from pipeline.storage.records import provenance_uri
 from pipeline.s3uri import S3Uri
-from pipeline.samples import write_speech_like
-from pipeline.storage import Storage, sha256_file
+from pipeline.local.samples import write_speech_like
+from pipeline.storage.s3 import Storage, sha256_file
 
 MANIFEST = Path("manifests/examples/demo.jsonl")
 OUT_DIR = Path("demo-output")

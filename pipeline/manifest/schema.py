@@ -1,7 +1,7 @@
 """The JSON Schema (draft 2020-12) of one manifest line, generated from the ``Job`` model.
 
 The committed ``manifests/schema.json`` is this module's output; regenerate it with
-``python -m pipeline.schema > manifests/schema.json``. The schema is for editors and other tools: it cannot express
+``python -m pipeline.manifest.schema > manifests/schema.json``. The schema is for editors and other tools: it cannot express
 every check the loader makes (S3 key rules, duplicate outputs, allowed buckets), so ``sts-pipeline validate`` stays
 the authority.
 """
@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from pipeline.formats import OUTPUT_FORMATS
-from pipeline.jobs import _VOICE_ID, Job
+from pipeline.manifest.job import _VOICE_ID, Job
 from pipeline.s3uri import _BUCKET
 
 SCHEMA_ID = "https://sts-pipeline.invalid/manifests/schema.json"

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pipeline.errors import PipelineError
 from pipeline.s3uri import S3Uri
-from pipeline.storage import ConditionFailed, Storage
+from pipeline.storage.s3 import ConditionFailed, Storage
 
 PROVENANCE_SCHEMA = "sts-pipeline/provenance"
 FAILURE_SCHEMA = "sts-pipeline/failure"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.manifest_messages import LINE, describe
+from pipeline.manifest.messages import LINE, describe
 
 
 @dataclass

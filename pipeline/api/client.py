@@ -1,7 +1,7 @@
 """The speech-to-speech HTTP client: one streamed request, its response classified into our errors.
 
 Request and response are streamed from and to files, so memory does not grow with the audio. The client makes one
-attempt; retries, limits and budgets belong to ``pipeline.attempts``. The API key travels only in the ``xi-api-key``
+attempt; retries, limits and budgets belong to ``pipeline.conversion.calls``. The API key travels only in the ``xi-api-key``
 header and never appears in an exception or a returned record.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from pipeline import __version__
-from pipeline.backoff import retry_after_from_headers
+from pipeline.api.backoff import retry_after_from_headers
 from pipeline.errors import (
     ApiError,
     AuthError,
@@ -26,7 +26,7 @@ from pipeline.errors import (
     TransientError,
     register_secret,
 )
-from pipeline.jobs import Job
+from pipeline.manifest.job import Job
 
 STREAM_PATH = "/v1/speech-to-speech/{voice_id}/stream"
 ERROR_BODY_LIMIT_BYTES = 64 * 1024

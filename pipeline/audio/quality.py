@@ -25,7 +25,7 @@ import scipy.signal
 import soxr
 from pyloudnorm.iirfilter import IIRfilter
 
-from pipeline.audio import pcm_stream
+from pipeline.audio.ffmpeg import pcm_stream
 from pipeline.formats import OutputFormat
 
 ANALYSIS_MAX_RATE = 16000

@@ -14,7 +14,7 @@ from annotated_types import Ge, Le
 from pydantic import BaseModel, ValidationError
 
 from pipeline.formats import FILE_FORMATS, OUTPUT_FORMATS
-from pipeline.jobs import STS_MODELS, Job, VoiceSettings
+from pipeline.manifest.job import STS_MODELS, Job, VoiceSettings
 
 #: fields whose value must be one of a fixed set of names
 CHOICES: dict[str, tuple[str, ...]] = {

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.ledger import scan_outputs
-from pipeline.manifest import ManifestEntry, Shard
-from pipeline.provenance import provenance_uri
+from pipeline.storage.scan import scan_outputs
+from pipeline.manifest.load import ManifestEntry, Shard
+from pipeline.storage.records import provenance_uri
 from pipeline.s3uri import S3Uri
-from pipeline.storage import Storage
+from pipeline.storage.s3 import Storage
 
 #: PCM_S16LE_16 inputs have no header: their duration is their size over 32,000 bytes a second
 RAW_PCM_BYTES_PER_SECOND = 32000

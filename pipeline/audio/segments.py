@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.audio import FFMPEG, FFPROBE, MONO_ARGS, encoder_args, pcm_stream, sample_rate_of
+from pipeline.audio.ffmpeg import FFMPEG, FFPROBE, MONO_ARGS, encoder_args, pcm_stream, sample_rate_of
 from pipeline.errors import PermanentError
 from pipeline.formats import PCM_S16LE_16_RATE, OutputFormat
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from pipeline.backoff import MAX_RETRY_AFTER_S, retry_after_from_headers
+from pipeline.api.backoff import MAX_RETRY_AFTER_S, retry_after_from_headers
 from pipeline.errors import SlotUnavailableError
 
 __all__ = ["Lease", "Limiter", "LimiterConfig", "key_id_for"]

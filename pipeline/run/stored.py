@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.s3uri import S3Uri
-from pipeline.storage import Storage
+from pipeline.storage.s3 import Storage
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEFAULT_RUNS_PREFIX = "sts-runs"

@@ -1,7 +1,7 @@
 """The worker's job, start to finish: download, check, prepare, convert (whole or in segments), upload, commit.
 
 The task message (``JobMessage``) holds the job and where it came from, never a secret. The outcome is durable in S3
-(see ``pipeline.provenance``); Redis only mirrors it for ``status``.
+(see ``pipeline.storage.records``); Redis only mirrors it for ``status``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 
 from pipeline import __version__
-from pipeline.attempts import AttemptRecord, CallContext, Conversion, convert_with_retries
-from pipeline.audio import AudioInfo, check_limits, content_type_of, prepare, probe
+from pipeline.conversion.calls import AttemptRecord, CallContext, Conversion, convert_with_retries
+from pipeline.audio.ffmpeg import AudioInfo, check_limits, content_type_of, prepare, probe
 from pipeline.errors import (
     AuthError,
     DeliveryLimitError,
@@ -30,12 +30,12 @@ from pipeline.errors import (
     StorageUnavailableError,
 )
 from pipeline.formats import OUTPUT_FORMATS
-from pipeline.jobs import Job
-from pipeline.longform import convert_segmented, delete_work
-from pipeline.provenance import build_failure, commit, failure_status, is_committed, record_failure
-from pipeline.runstate import DeliveryGuard, JobState, RunState, best_effort
+from pipeline.manifest.job import Job
+from pipeline.conversion.longform import convert_segmented, delete_work
+from pipeline.storage.records import build_failure, commit, failure_status, is_committed, record_failure
+from pipeline.run.state import DeliveryGuard, JobState, RunState, best_effort
 from pipeline.s3uri import S3Uri
-from pipeline.storage import Storage, sha256_file
+from pipeline.storage.s3 import Storage, sha256_file
 
 log = logging.getLogger(__name__)
 

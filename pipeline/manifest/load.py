@@ -23,10 +23,10 @@ from pydantic import ValidationError
 
 from pipeline.config import Settings
 from pipeline.errors import ManifestError
-from pipeline.jobs import Job
-from pipeline.manifest_csv import read_csv, render_csv
-from pipeline.manifest_messages import FILE, LINE, problems_from_error
-from pipeline.manifest_read import RawLine, RawShard, encoding_problem, read_jsonl
+from pipeline.manifest.job import Job
+from pipeline.manifest.csv import read_csv, render_csv
+from pipeline.manifest.messages import FILE, LINE, problems_from_error
+from pipeline.manifest.lines import RawLine, RawShard, encoding_problem, read_jsonl
 from pipeline.s3uri import S3Uri
 
 __all__ = [

@@ -21,9 +21,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.errors import ManifestError
-from pipeline.jobs import Job, VoiceSettings
-from pipeline.manifest_messages import FILE, LINE, describe, suggestion
-from pipeline.manifest_read import RawLine, RawShard, text_lines
+from pipeline.manifest.job import Job, VoiceSettings
+from pipeline.manifest.messages import FILE, LINE, describe, suggestion
+from pipeline.manifest.lines import RawLine, RawShard, text_lines
 
 HEADER = "(header)"
 _FLAT_PREFIX = "voice_settings."

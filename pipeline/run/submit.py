@@ -11,12 +11,12 @@ import redis
 from celery import Celery
 
 from pipeline import __version__
-from pipeline.budget import Budget
-from pipeline.convert import TASK_CONVERT, JobMessage
-from pipeline.ledger import scan_outputs
-from pipeline.manifest import ManifestEntry, Shard
-from pipeline.runstate import JobState, RunState
-from pipeline.storage import Storage
+from pipeline.run.budget import Budget
+from pipeline.conversion.job import TASK_CONVERT, JobMessage
+from pipeline.storage.scan import scan_outputs
+from pipeline.manifest.load import ManifestEntry, Shard
+from pipeline.run.state import JobState, RunState
+from pipeline.storage.s3 import Storage
 
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.reconcile import Group, JobResult, Outcome, RunReport, ShardSummary
+from pipeline.report.reconcile import Group, JobResult, Outcome, RunReport, ShardSummary
 
 REPORT_SCHEMA = "sts-pipeline/reconcile"
 SCHEMA_VERSION = 1

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.errors import RunStateLost
-from pipeline.runstate import JobState, RunState
+from pipeline.run.state import JobState, RunState
 
 TERMINAL = [s.value for s in JobState if s.terminal]
 #: how long a waiting command rides out an unreachable Redis before it gives up

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
-from pipeline.reconcile import Outcome, RunReport
-from pipeline.report_formats import report_dict, retry_command
+from pipeline.report.reconcile import Outcome, RunReport
+from pipeline.report.text import report_dict, retry_command
 
 MAX_BARS = 120  # throughput bars; longer runs are binned in wider intervals
 LISTED = 50  # orphans, missing and invalid lines listed before "and N more"

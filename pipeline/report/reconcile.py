@@ -1,6 +1,6 @@
 """The reconciler: what S3 alone says about every line of a run's manifests. Redis is never asked.
 
-A job's state comes from the objects beside its output (see ``pipeline.provenance``):
+A job's state comes from the objects beside its output (see ``pipeline.storage.records``):
 
     provenance record               succeeded (it wins over a failure record an earlier attempt left behind)
     failure record, "failed"        failed    (grouped by ``error.reason``)
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import redact
-from pipeline.ledger import OutputPresence, scan_outputs
-from pipeline.manifest import (
+from pipeline.storage.scan import OutputPresence, scan_outputs
+from pipeline.manifest.load import (
     ManifestEntry,
     ManifestLimits,
     ManifestProblem,
@@ -41,10 +41,10 @@ from pipeline.manifest import (
     parse_manifest,
     write_manifest,
 )
-from pipeline.provenance import FAILURE_SCHEMA, failure_uri, provenance_uri
-from pipeline.runs import StoredRun
+from pipeline.storage.records import FAILURE_SCHEMA, failure_uri, provenance_uri
+from pipeline.run.stored import StoredRun
 from pipeline.s3uri import S3Uri
-from pipeline.storage import Storage
+from pipeline.storage.s3 import Storage
 
 #: concurrent GETs of records; S3 serves far more, the bound keeps one reconcile from hogging the connection pool
 FETCH_WORKERS = 16

@@ -19,18 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.attempts import AttemptRecord, Conversion, convert_with_retries, expected_output_s
-from pipeline.audio import AudioInfo, content_type_of, to_flac
+from pipeline.conversion.calls import AttemptRecord, Conversion, convert_with_retries, expected_output_s
+from pipeline.audio.ffmpeg import AudioInfo, content_type_of, to_flac
 from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE
-from pipeline.jobs import Job
-from pipeline.quality import measure
+from pipeline.manifest.job import Job
+from pipeline.audio.quality import measure
 from pipeline.s3uri import S3Uri
-from pipeline.segments import Segment, cut_segment, plan_segments, stitch
-from pipeline.storage import sha256_file
-from pipeline.sts_client import CallResult
+from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
+from pipeline.storage.s3 import sha256_file
+from pipeline.api.client import CallResult
 
 if TYPE_CHECKING:
-    from pipeline.convert import WorkerContext
+    from pipeline.conversion.job import WorkerContext
 
 log = logging.getLogger(__name__)
 
