@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.audio.ffmpeg import duration_s
+from pipeline.audio.decode import duration_s
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.audio.quality import measure
 from pipeline.local.samples import write_speech_like

@@ -8,7 +8,7 @@ One streaming decode, so memory stays flat for hours of audio:
 - Integrated loudness follows ITU-R BS.1770-4: the K-weighting filters are pyloudnorm's own (``IIRfilter``, the stages
   ``pyloudnorm.Meter`` builds), run with state across blocks; mean squares are kept per 100 ms, combined into 400 ms
   gating blocks with 75 % overlap, then gated at -70 LUFS absolute and -10 LU relative. On a whole clip it agrees with
-  ``pyloudnorm.Meter.integrated_loudness`` (checked in tests/test_quality.py) but never holds the signal.
+  ``pyloudnorm.Meter.integrated_loudness`` (checked in tests/audio/test_quality.py) but never holds the signal.
 - Silence is a 10 ms frame whose RMS is below ``max(peak - silence_below_peak_db, silence_floor_dbfs)``: relative
   to the file's own peak, because an absolute threshold misreads quiet or processed audio.
 """
@@ -25,7 +25,7 @@ import scipy.signal
 import soxr
 from pyloudnorm.iirfilter import IIRfilter
 
-from pipeline.audio.ffmpeg import pcm_stream
+from pipeline.audio.decode import pcm_stream
 from pipeline.formats import OutputFormat
 
 ANALYSIS_MAX_RATE = 16000

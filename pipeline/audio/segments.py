@@ -10,6 +10,8 @@ stays flat for any length:
   22.05, 24, 32, 44.1 and 48 kHz), so a segment's bounds are sample-exact both in the input and in each converted
   piece; only the end of the last segment (the input's exact decoded length) can fall between grid points.
 - ``cut_segment`` writes one segment plus ``overlap_s`` of context on each inner side.
+- Both are handed the job's ``AudioInfo`` rather than asking ffprobe again: a long episode is cut into dozens of
+  segments, and each cut would otherwise cost two ffprobe runs to learn what the job already knows.
 - ``stitch`` decodes the converted pieces one after another, joins them with an equal-power crossfade centred on each
   cut, places every piece at its planned position (a piece that came back longer or shorter is trimmed or padded, so
   errors never add up), and encodes once.
@@ -17,17 +19,16 @@ stays flat for any length:
 
 from __future__ import annotations
 
-import contextlib
 import math
-import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.audio.ffmpeg import FFMPEG, FFPROBE, MONO_ARGS, encoder_args, pcm_stream, sample_rate_of
+from pipeline.audio.decode import pcm_stream, sample_rate_of
+from pipeline.audio.ffmpeg import MONO_ARGS, Encoder, probe_format_name, run_to_file
+from pipeline.audio.probe import AudioInfo
 from pipeline.errors import PermanentError
 from pipeline.formats import PCM_S16LE_16_RATE, OutputFormat
 
@@ -36,7 +37,7 @@ SMOOTH_FRAMES = 20  # 200 ms: longer than the gap of a stop consonant, shorter t
 GRID_FRAMES = 2  # cuts on a 20 ms grid
 MIN_SEGMENT_S = 1.0  # no segment shorter than this, so a crossfade always fits
 SEARCH_FRACTION = 0.25  # default search window: the last quarter of the allowed length
-#: containers whose input-side seek ffmpeg makes sample-exact (checked by tests/test_segments.py); others are
+#: containers whose input-side seek ffmpeg makes sample-exact (checked by tests/audio/test_segments.py); others are
 #: decoded from the start on every cut, which is exact but costs a decode of everything before the segment
 _EXACT_SEEK_FORMATS = ("wav", "flac")
 
@@ -59,16 +60,17 @@ class Segment:
 
 
 def plan_segments(path: Path, *, max_segment_s: float, input_args: Sequence[str] = (),
-                  search_s: float | None = None) -> list[Segment]:
+                  search_s: float | None = None, info: AudioInfo | None = None) -> list[Segment]:
     """Split ``path`` into segments of at most ``max_segment_s``, cutting at the quietest point near each limit.
 
     Each cut is searched in ``[start + max_segment_s - search_s, start + max_segment_s]`` (default ``search_s`` is a
     quarter of the maximum). An input no longer than the maximum is one segment. The last segment ends at the exact
-    decoded length of the input.
+    decoded length of the input. ``info`` is what the job probed (see ``cut_segment``); without it, ffprobe is asked.
     """
     if max_segment_s < 3 * MIN_SEGMENT_S:
         raise ValueError(f"max_segment_s={max_segment_s} is too short to plan segments (at least {3 * MIN_SEGMENT_S})")
-    energy, total_samples, rate = _frame_energy(path, input_args=input_args)
+    energy, total_samples, rate = _frame_energy(path, input_args=input_args,
+                                                rate=_decode_rate(path, info, input_args))
     total_s = total_samples / rate
     if total_s <= max_segment_s:
         return [Segment(0, 0.0, total_s)]
@@ -90,7 +92,7 @@ def plan_segments(path: Path, *, max_segment_s: float, input_args: Sequence[str]
 
 
 def cut_segment(path: Path, seg: Segment, out: Path, *, file_format: str, overlap_s: float,
-                input_args: Sequence[str] = ()) -> Path:
+                input_args: Sequence[str] = (), info: AudioInfo | None = None) -> Path:
     """Write ``seg`` plus ``overlap_s`` on each side (clipped to the input) as the file to send; return its path.
 
     ``pcm_s16le_16``: raw 16 kHz mono s16le, suffix ``.pcm``. ``other``: 16-bit FLAC at the source's rate and channel
@@ -99,12 +101,16 @@ def cut_segment(path: Path, seg: Segment, out: Path, *, file_format: str, overla
     inputs are first seeked to a whole second before the segment, which ffmpeg does exactly.
 
     The piece is up to ``seg.duration_s + 2 * overlap_s`` long: plan with the service's limit minus ``2 * overlap_s``.
+
+    ``info`` is the job's probe of ``path`` or of the input ``path`` was prepared from: ``prepare`` and ``to_flac``
+    keep the sample rate and write FLAC, so its rate holds and a FLAC written on the way is recognised by its first
+    bytes. With ``info`` no ffprobe runs; without it, ffprobe is asked for the rate and container.
     """
-    rate = sample_rate_of(path, input_args=input_args)
+    rate = _decode_rate(path, info, input_args)
     start, end = seg.bounds(rate)
     pad = round(overlap_s * rate)
     first, stop = max(0, start - pad), end + pad  # past the end of the input, ffmpeg simply stops
-    seek_s = max(0, first // rate - 1) if input_args or _format_name(path) in _EXACT_SEEK_FORMATS else 0
+    seek_s = max(0, first // rate - 1) if _seeks_exactly(path, info, input_args) else 0
     if file_format == "pcm_s16le_16":
         out = out.with_suffix(".pcm")
         output_args = [*MONO_ARGS, "-ar", str(PCM_S16LE_16_RATE), "-c:a", "pcm_s16le", "-f", "s16le"]
@@ -112,12 +118,9 @@ def cut_segment(path: Path, seg: Segment, out: Path, *, file_format: str, overla
         out = out.with_suffix(".flac")
         output_args = ["-c:a", "flac", "-sample_fmt", "s16"]
     trim = f"atrim=start_sample={first - seek_s * rate}:end_sample={stop - seek_s * rate}"
-    seek = ["-ss", str(seek_s)] if seek_s else []  # even "-ss 0" makes ffmpeg keep an mp3's encoder delay
-    proc = subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y", *seek, *input_args,
-                           "-i", str(path), "-map", "0:a:0", "-af", trim, *output_args, str(out)],
-                          capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise PermanentError(f"cutting segment {seg.index} failed: {proc.stderr.decode('utf-8', 'replace')[-300:]}")
+    done = run_to_file(path, out, input_args=input_args, output_args=["-af", trim, *output_args], seek_s=seek_s)
+    if not done.ok:
+        raise PermanentError(f"cutting segment {seg.index} failed: {done.stderr[-300:]}")
     return out
 
 
@@ -142,9 +145,9 @@ def stitch(converted: Sequence[Path], segments: Sequence[Segment], *, segment_fo
     half = round(crossfade_s / 2 * time_scale * rate)
     ramp = (np.arange(2 * half) + 0.5) / (2 * half) * (np.pi / 2)
     fade_in, fade_out = np.sin(ramp).astype(np.float32), np.cos(ramp).astype(np.float32)
-    with _Encoder(output_format, out) as encoder:
+    with Encoder(output_format, out, what="the stitched output") as encoder:
         held = np.zeros(0, dtype=np.float32)  # the previous piece over [cut - half, cut + half)
-        for k, (piece, seg) in enumerate(zip(converted, segments)):
+        for k, (piece, seg) in enumerate(zip(converted, segments, strict=True)):
             start, end = seg.bounds(rate, time_scale)
             lead = min(pad, start)  # the piece starts this many samples before its segment
             half_in = half if k > 0 else 0
@@ -162,13 +165,12 @@ def stitch(converted: Sequence[Path], segments: Sequence[Segment], *, segment_fo
     return out
 
 
-def _frame_energy(path: Path, *, input_args: Sequence[str]) -> tuple[np.ndarray, int, int]:
-    """Mean square of each 10 ms frame, streamed, plus the decoded sample count and the rate.
+def _frame_energy(path: Path, *, input_args: Sequence[str], rate: int) -> tuple[np.ndarray, int, int]:
+    """Mean square of each 10 ms frame, streamed at ``rate``, plus the decoded sample count and the rate.
 
     Frame ``k`` covers samples ``[k * rate // 100, (k + 1) * rate // 100)``, so frames never drift from the clock,
     even at 22.05 kHz where 10 ms is not a whole number of samples. A trailing partial frame is kept.
     """
-    rate = sample_rate_of(path, input_args=input_args)
     frames: list[np.ndarray] = []
     carry = np.zeros(0)
     carry_start = 0  # index of carry[0] in the whole input
@@ -191,10 +193,26 @@ def _frame_energy(path: Path, *, input_args: Sequence[str]) -> tuple[np.ndarray,
     return energy, carry_start + len(carry), rate
 
 
-def _format_name(path: Path) -> str:
-    proc = subprocess.run([FFPROBE, "-v", "error", "-show_entries", "format=format_name", "-of", "csv=p=0",
-                           str(path)], capture_output=True, text=True, check=False)
-    return proc.stdout.strip()
+def _decode_rate(path: Path, info: AudioInfo | None, input_args: Sequence[str]) -> int:
+    """The rate ``path`` decodes at: ``-ar`` for headerless input, else the probed rate, else ffprobe's answer."""
+    if "-ar" in input_args or info is None or info.sample_rate <= 0:
+        return sample_rate_of(path, input_args=input_args)
+    return info.sample_rate
+
+
+def _seeks_exactly(path: Path, info: AudioInfo | None, input_args: Sequence[str]) -> bool:
+    """Whether an input-side ``-ss`` lands on the exact sample in ``path`` (raw input, WAV or FLAC)."""
+    if input_args:
+        return True
+    if info is None:
+        return probe_format_name(path) in _EXACT_SEEK_FORMATS
+    return info.format_name in _EXACT_SEEK_FORMATS or _starts_with_flac_marker(path)
+
+
+def _starts_with_flac_marker(path: Path) -> bool:
+    """A FLAC that ``prepare`` or ``to_flac`` wrote from another container: ffmpeg's FLAC starts with ``fLaC``."""
+    with path.open("rb") as handle:
+        return handle.read(4) == b"fLaC"
 
 
 class _Reader:
@@ -234,44 +252,3 @@ class _Reader:
         close = getattr(self._blocks, "close", None)
         if close is not None:
             close()  # stops the decoder if the piece was longer than needed
-
-
-class _Encoder:
-    """One ffmpeg process that reads mono float32 at the output rate on stdin and writes ``fmt`` to ``out``."""
-
-    def __init__(self, fmt: OutputFormat, out: Path) -> None:
-        self.cmd = [FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y", "-f", "f32le",
-                    "-ar", str(fmt.sample_rate), "-ac", "1", "-i", "pipe:0", *encoder_args(fmt), str(out)]
-        self.fmt = fmt
-
-    def __enter__(self) -> _Encoder:
-        self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=self._stderr)
-        return self
-
-    def write(self, samples: np.ndarray) -> None:
-        assert self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(np.asarray(samples, dtype="<f4").tobytes())
-        except BrokenPipeError:
-            raise self._failure() from None
-
-    def _failure(self) -> PermanentError:
-        self._proc.wait()
-        self._stderr.seek(0)
-        errors = self._stderr.read().decode("utf-8", "replace")
-        return PermanentError(f"encoding the stitched output as {self.fmt.name} failed: {errors[-300:]}")
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        assert self._proc.stdin is not None
-        if exc_type is not None:
-            self._proc.kill()
-        with contextlib.suppress(BrokenPipeError):
-            self._proc.stdin.close()
-        returncode = self._proc.wait()
-        try:
-            if exc_type is None and returncode != 0:
-                raise self._failure()
-        finally:
-            self._stderr.close()

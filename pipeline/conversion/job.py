@@ -20,7 +20,8 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.conversion.calls import AttemptRecord, CallContext, Conversion, convert_with_retries
-from pipeline.audio.ffmpeg import AudioInfo, check_limits, content_type_of, prepare, probe
+from pipeline.audio.prepare import content_type_of, prepare
+from pipeline.audio.probe import AudioInfo, check_limits, probe
 from pipeline.errors import (
     AuthError,
     DeliveryLimitError,

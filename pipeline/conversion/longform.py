@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.conversion.calls import AttemptRecord, Conversion, convert_with_retries, expected_output_s
-from pipeline.audio.ffmpeg import AudioInfo, content_type_of, to_flac
+from pipeline.audio.prepare import content_type_of, to_flac
+from pipeline.audio.probe import AudioInfo
 from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE
 from pipeline.manifest.job import Job
 from pipeline.audio.quality import measure
@@ -69,7 +70,8 @@ def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *
         prepared = to_flac(prepared, out.parent / "prepared-for-segments.flac")
     segment_format = OUTPUT_FORMATS[f"pcm_{output_format.sample_rate}"]
     segment_job = job.model_copy(update={"output_format": segment_format.name})
-    segments = plan_segments(prepared, max_segment_s=max_segment_s - 2 * OVERLAP_S, input_args=_raw_args(job))
+    segments = plan_segments(prepared, max_segment_s=max_segment_s - 2 * OVERLAP_S, input_args=_raw_args(job),
+                             info=info)
     prefix = work_prefix(output)
     done = {item.uri.key for item in ctx.storage.list(prefix.bucket, prefix.key)}
     workdir = Path(tempfile.mkdtemp(prefix="segments-", dir=out.parent))
@@ -86,7 +88,7 @@ def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *
             record.update(source="checkpoint")
         else:
             piece = cut_segment(prepared, segment, workdir / f"in-{segment.index:04d}", file_format=job.file_format,
-                                overlap_s=OVERLAP_S, input_args=_raw_args(job))
+                                overlap_s=OVERLAP_S, input_args=_raw_args(job), info=info)
             seg_attempts: list[AttemptRecord] = []
             try:
                 conversion = convert_with_retries(

@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.audio.prepare import resample_mono
 from pipeline.config import Settings
 from pipeline.local.services import LocalStack
 from pipeline.manifest.load import load_manifest
@@ -48,8 +49,7 @@ def record_sample(path: Path, index: int) -> None:
     voice = ("en-us", "en-gb", "en-us+f3", "en-us+m3")[index % 4]
     subprocess.run([espeak, "-v", voice, "-s", "150", "-w", str(raw), SENTENCES[index % len(SENTENCES)]],
                    check=True, capture_output=True)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(raw), "-ar", "16000", "-ac", "1", str(path)],
-                   check=True, capture_output=True)
+    resample_mono(raw, path, sample_rate=16000)
     raw.unlink()
 
 

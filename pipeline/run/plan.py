@@ -7,13 +7,12 @@ audio and are refined by what committed jobs of the same manifests actually cost
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.audio.ffmpeg import probe_url_duration
 from pipeline.config import Settings
 from pipeline.storage.scan import scan_outputs
 from pipeline.manifest.load import ManifestEntry, Shard
@@ -70,14 +69,7 @@ def probe_seconds(storage: Storage, uri: str) -> float:
         return info.size_bytes / RAW_PCM_BYTES_PER_SECOND
     url = storage.client.generate_presigned_url("get_object", Params={"Bucket": parsed.bucket, "Key": parsed.key},
                                                 ExpiresIn=600)
-    result = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", url],
-                            capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
-    if result.returncode != 0:
-        raise ValueError(result.stderr.strip().splitlines()[-1][:200] if result.stderr.strip() else "ffprobe failed")
-    duration = json.loads(result.stdout or "{}").get("format", {}).get("duration")
-    if duration is None:
-        raise ValueError("ffprobe found no duration")
-    return float(duration)
+    return probe_url_duration(url, timeout_s=PROBE_TIMEOUT_S)
 
 
 def _history(storage: Storage, committed: list[str]) -> tuple[float, float, int] | None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio.ffmpeg import decode_mono, duration_s
+from pipeline.audio import ffmpeg as ffmpeg_boundary
+from pipeline.audio.decode import duration_s
+from pipeline.audio.ffmpeg import FFMPEG, FFPROBE
+from pipeline.audio.prepare import to_flac
+from pipeline.audio.probe import probe
+from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.local.samples import write_speech_like
-from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
+from tests.audio.helpers import decoded, ffmpeg
 
 RATE = 16000
 LONG_S = 1200.0
@@ -21,10 +25,6 @@ SHORT_S = 75.0
 OVERLAP_S = 0.05
 PCM_16K = OUTPUT_FORMATS["pcm_16000"]
 MP3 = OUTPUT_FORMATS["mp3_44100_128"]
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_every_segment_fits_and_the_plan_covers_the_input_exactly(plan: list[Seg
     assert len(plan) > LONG_S / MAX_S
     assert plan[0].start_s == 0.0 and plan[-1].end_s == LONG_S
     assert [s.index for s in plan] == list(range(len(plan)))
-    for before, after in zip(plan, plan[1:]):
+    for before, after in zip(plan, plan[1:], strict=False):
         assert before.end_s == after.start_s
     assert all(0 < s.duration_s <= MAX_S for s in plan)
     cuts = [s.end_s for s in plan[:-1]]
@@ -120,7 +120,7 @@ def test_pieces_returned_as_mp3_stitch_to_the_exact_length_without_clicks(
                  crossfade_s=OVERLAP_S)
     input_args = fmt.ffmpeg_input_args()
     assert duration_s(out, input_args=input_args) == pytest.approx(SHORT_S, abs=1 / fmt.sample_rate)
-    y = decode_mono(out, sample_rate=fmt.sample_rate, input_args=input_args)
+    y = decoded(out, sample_rate=fmt.sample_rate, input_args=input_args)
     joins = [round(s.end_s * fmt.sample_rate) for s in segments[:-1]]
     near, elsewhere = max_jumps(y, joins, half_window=round(0.1 * fmt.sample_rate))
     assert near <= elsewhere
@@ -139,7 +139,7 @@ def test_cut_bounds_are_sample_exact(tmp_path: Path, kind: str) -> None:
         source = tmp_path / "noise.mp3"
         sf.write(tmp_path / "noise.wav", x, rate)
         ffmpeg("-i", str(tmp_path / "noise.wav"), "-c:a", "libmp3lame", "-b:a", "128k", str(source))
-        x = np.clip(np.rint(decode_mono(source, sample_rate=rate) * 32768), -32768, 32767).astype(np.int16)
+        x = np.clip(np.rint(decoded(source, sample_rate=rate) * 32768), -32768, 32767).astype(np.int16)
     else:
         source = tmp_path / f"noise.{kind}"
         sf.write(source, x, rate, subtype="PCM_16")
@@ -189,3 +189,48 @@ def test_a_short_input_is_one_segment(tmp_path: Path) -> None:
     assert plan_segments(source, max_segment_s=60.0) == [Segment(0, 0.0, 12.5)]
     with pytest.raises(ValueError):
         plan_segments(source, max_segment_s=2.0)
+
+
+def count_programs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every command line the boundary runs from now on, recorded as it passes through ``_run`` and ``_start``."""
+    seen: list[list[str]] = []
+    run, start = ffmpeg_boundary._run, ffmpeg_boundary._start
+    monkeypatch.setattr(ffmpeg_boundary, "_run", lambda argv, **kw: (seen.append(argv), run(argv, **kw))[1])
+    monkeypatch.setattr(ffmpeg_boundary, "_start", lambda argv, **kw: (seen.append(argv), start(argv, **kw))[1])
+    return seen
+
+
+@pytest.mark.parametrize("file_format", ["other", "pcm_s16le_16"])
+def test_planning_and_cutting_with_the_job_probe_run_no_ffprobe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 file_format: str) -> None:
+    source = write_speech_like(tmp_path / "short.wav", 30.0, RATE, seed=7)
+    info = probe(source)
+    seen = count_programs(monkeypatch)
+    segments = plan_segments(source, max_segment_s=12.0, info=info)
+    pieces = [cut_segment(source, seg, tmp_path / f"in-{seg.index}", file_format=file_format, overlap_s=OVERLAP_S,
+                          info=info) for seg in segments]
+    assert len(pieces) >= 3
+    assert [argv[0] for argv in seen] == [FFMPEG] * (1 + len(segments))  # one decode to plan, one run per cut
+    assert all("-ss" in argv for argv in seen[2:])  # WAV is seeked into, as before
+    seen.clear()
+    cut_segment(source, segments[1], tmp_path / "again", file_format=file_format, overlap_s=OVERLAP_S)
+    assert [argv[0] for argv in seen] == [FFPROBE, FFPROBE, FFMPEG]  # without the probe, ffprobe is asked
+
+
+def test_a_flac_made_from_an_mp3_is_cut_with_a_seek_and_sample_exact(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job probes the mp3, then makes it FLAC for cutting: the probe's rate holds, the FLAC is seeked into."""
+    rate = 22050
+    x = (np.random.default_rng(4).uniform(-0.5, 0.5, 30 * rate) * 32767).astype(np.int16)
+    sf.write(tmp_path / "noise.wav", x, rate)
+    mp3 = tmp_path / "noise.mp3"
+    ffmpeg("-i", str(tmp_path / "noise.wav"), "-c:a", "libmp3lame", "-b:a", "128k", str(mp3))
+    info = probe(mp3)
+    flac = to_flac(mp3, tmp_path / "prepared-for-segments.flac")
+    reference = sf.read(flac, dtype="int16")[0]
+    seen = count_programs(monkeypatch)
+    seg = Segment(1, 7.34, 19.02)
+    piece = cut_segment(flac, seg, tmp_path / "piece", file_format="other", overlap_s=0.05, info=info)
+    assert [argv[0] for argv in seen] == [FFMPEG] and "-ss" in seen[0]
+    first, stop = round(seg.start_s * rate) - round(0.05 * rate), round(seg.end_s * rate) + round(0.05 * rate)
+    assert np.array_equal(sf.read(piece, dtype="int16")[0], reference[first:stop])

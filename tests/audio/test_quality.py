@@ -10,8 +10,8 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from pipeline.formats import OUTPUT_FORMATS, OutputFormat
 from pipeline.audio.quality import QualityThresholds, measure
+from pipeline.formats import OUTPUT_FORMATS, OutputFormat
 from pipeline.local.samples import speech_like
 
 PCM_16K = OUTPUT_FORMATS["pcm_16000"]

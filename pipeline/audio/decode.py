@@ -1,0 +1,68 @@
+"""Decoded samples in bounded memory: quality checks, the segment planner and the stitcher all read audio this way.
+
+An output can be hours long, so samples arrive as blocks from an ffmpeg pipe and are never held whole. A caller that
+wants a whole clip concatenates the blocks itself, knowing it is short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio.ffmpeg import MONO_ARGS, Decoder, probe_sample_rate
+from pipeline.formats import OutputFormat
+
+
+def sample_rate_of(path: Path, *, input_args: Sequence[str] = ()) -> int:
+    """The rate ffmpeg decodes ``path`` at: ``-ar`` from ``input_args`` for headerless files, else ffprobe's.
+
+    Callers that already hold an ``AudioInfo`` for ``path`` use its ``sample_rate`` instead of asking again.
+    """
+    args = list(input_args)
+    if "-ar" in args:
+        return int(args[args.index("-ar") + 1])
+    return probe_sample_rate(path)
+
+
+def pcm_stream(path: Path, *, sample_rate: int, input_args: Sequence[str] = (), block_s: float = 10.0
+               ) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of ``block_s`` seconds (the last one shorter) at ``sample_rate``; memory stays flat.
+
+    Several channels are mixed down to their mean (5.1 by ffmpeg's downmix matrix, normalised to unity gain).
+
+    Blocks are read-only views of ffmpeg's output. A decode that ffmpeg abandons raises
+    ``InputError(reason="corrupt_audio")``; errors it recovers from are tolerated here (``prepare`` is the strict
+    check).
+    """
+    block_bytes = 4 * max(1, round(block_s * sample_rate))
+    output_args = [*MONO_ARGS, "-ar", str(sample_rate), "-c:a", "pcm_f32le", "-f", "f32le"]
+    with Decoder(path, input_args=input_args, output_args=output_args) as decoder:
+        while chunk := decoder.read(block_bytes):
+            yield np.frombuffer(chunk, dtype="<f4")
+        decoder.finish()
+
+
+def duration_s(path: Path, *, input_args: Sequence[str] = ()) -> float:
+    """The decoded duration, exact to the sample: the file is decoded at its own rate and its samples counted."""
+    rate = sample_rate_of(path, input_args=input_args)
+    return _decoded_samples(path, rate=rate, input_args=input_args) / rate
+
+
+def output_duration_s(path: Path, fmt: OutputFormat) -> float:
+    """The length of an output in ``fmt``, counted as ``quality.measure`` counts it (samples at ``fmt``'s rate).
+
+    For a check on every attempt that needs only the length: no ffprobe, and none of the loudness work.
+    """
+    return _decoded_samples(path, rate=fmt.sample_rate, input_args=fmt.ffmpeg_input_args()) / fmt.sample_rate
+
+
+def _decoded_samples(path: Path, *, rate: int, input_args: Sequence[str]) -> int:
+    output_args = [*MONO_ARGS, "-ar", str(rate), "-c:a", "pcm_s16le", "-f", "s16le"]
+    decoded_bytes = 0
+    with Decoder(path, input_args=input_args, output_args=output_args) as decoder:
+        while chunk := decoder.read(1 << 20):
+            decoded_bytes += len(chunk)
+        decoder.finish()
+    return decoded_bytes // 2
