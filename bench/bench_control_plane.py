@@ -9,7 +9,7 @@ through moto in the time budget.
 - Enqueue: ``load_manifests`` (validation) + ``pipeline.loader.enqueue`` (S3 listing, run state, one Celery message
   per job) on a 10,000-line manifest; the listing is also timed alone.
 - Reconcile: ``pipeline.reconcile.reconcile`` over the 100,000-record run with S3 answered from memory
-  (``bench.memory_s3``): the reconciler's own cost. Through moto it is bounded by moto: moto's LIST re-reads and
+  (``pipeline.storage.memory``): the reconciler's own cost. Through moto it is bounded by moto: moto's LIST re-reads and
   re-sorts the whole bucket on every page, so its pages get slower as the bucket grows. moto's rates are measured
   alone (LIST s/page at both bucket sizes, GET/s and PUT/s), the 5,000-record run is reconciled through moto, and
   the 100,000-record time through moto is projected from the rates.
@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 import redis
 
 from bench.common import s3_client
-from bench.memory_s3 import MemoryS3
 from bench.report import BenchResult, Figure, Headline
 from bench.run_data import SyntheticRun
 from pipeline.config import Settings
@@ -40,7 +39,9 @@ from pipeline.local.services import LocalStack, Service, free_port
 from pipeline.storage.scan import scan_outputs
 from pipeline.run.submit import enqueue
 from pipeline.manifest.load import load_manifests, parse_manifest
-from pipeline.report.reconcile import Outcome, reconcile
+from pipeline.report.reconcile import reconcile
+from pipeline.states import JobState
+from pipeline.storage.memory import MemoryS3
 from pipeline.storage.s3 import Storage
 from workers.app import create_app
 
@@ -141,8 +142,8 @@ def reconcile_run(storage: Storage, run: SyntheticRun) -> dict[str, Any]:
     report, full_s = timed(lambda: reconcile(storage, shards))
     counts = report.totals().counts
     return {"jobs": run.jobs, "parse_s": parse_s, "lean_s": lean_s, "full_s": full_s,
-            "full_cpu_s": time.process_time() - cpu_mark, "succeeded": counts[Outcome.SUCCEEDED],
-            "failed": counts[Outcome.FAILED], "rejected": counts[Outcome.REJECTED],
+            "full_cpu_s": time.process_time() - cpu_mark, "succeeded": counts[JobState.SUCCEEDED],
+            "failed": counts[JobState.FAILED], "rejected": counts[JobState.REJECTED],
             "credits": report.totals().credits}
 
 
@@ -236,7 +237,9 @@ def main(argv: list[str] | None = None) -> BenchResult:
                  "put_per_s": put_rate(stack, "bench-cp-put", json.dumps({"x": "y" * 2000}).encode())}
         moto_small = reconcile_run(storage, small)
         rates["seed_s"] = seeding_s(stack)
-    memory = reconcile_run(Storage(MemoryS3(big.bucket, big.objects())), big)
+    in_memory = MemoryS3()
+    in_memory.seed(big.bucket, big.objects())
+    memory = reconcile_run(Storage(in_memory), big)
     enqueue_s = enq["validate_s"] + enq["enqueue_s"]
     heads = [Headline(f"validate + enqueue {enq['lines']:,} jobs", f"{enqueue_s:.1f} s", f"<= {ENQUEUE_GOAL_S:.0f} s",
                       enqueue_s <= ENQUEUE_GOAL_S),

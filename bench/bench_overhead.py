@@ -8,7 +8,7 @@ for a minute of audio):
 1. Through Celery (one worker, one process, jobs queued together): from each provenance record, ``total_s`` minus
    the attempts' ``duration_s``, over the latter; and the hand-off between two jobs (one's ``finished_at`` to the
    next one's ``started_at``), which no record counts.
-2. In-process, unprofiled: ``pipeline.convert.run_job`` with a ``WorkerContext`` from ``workers.tasks.worker_context``
+2. In-process, unprofiled: ``pipeline.conversion.job.run_job`` with a ``WorkerContext`` from ``workers.tasks.worker_context``
    (what a worker process builds), and the HTTP call timed exactly. An attempt's ``duration_s`` also holds the limiter
    and the output's quality measure; this view does not.
 3. In-process under cProfile, with the profiler switched off during the HTTP call: where the rest goes.
@@ -30,12 +30,11 @@ from typing import Any
 
 from bench.common import VOICE_IDS, Lane, LatencyModel, epoch, read_records, s3_client, upload_files
 from bench.report import BenchResult, Figure, Headline, pct
-from pipeline.run.budget import Budget
 from pipeline.config import get_settings
-from pipeline.conversion.job import JobMessage, run_job
+from pipeline.conversion.job import run_job
+from pipeline.run.message import JobMessage
 from pipeline.local.services import LocalStack
 from pipeline.manifest.load import parse_manifest
-from pipeline.run.state import RunState
 from pipeline.local.samples import write_speech_like
 from pipeline.storage.s3 import Storage
 from workers.tasks import worker_context
@@ -95,20 +94,18 @@ def in_process(n: int, name: str, profiler: cProfile.Profile | None) -> dict[str
     message = JobMessage(run_id=f"bench-{name}", shard=entry.shard, line=entry.line, job_id=entry.job_id,
                          output=entry.output, job=entry.job.model_dump(mode="json", exclude_none=True),
                          queued_at=time.time())
-    ctx.calls.run_state = RunState(ctx.redis, message.run_id)
-    ctx.calls.budget = Budget(ctx.redis, message.run_id)
-    timed = TimedHttp(ctx.calls.client.convert, profiler)
-    ctx.calls.client.convert = timed  # type: ignore[method-assign]
+    timed = TimedHttp(ctx.client.stream, profiler)
+    ctx.client.stream = timed  # type: ignore[method-assign]
     try:
         mark = time.monotonic()
         if profiler is not None:
             profiler.enable()
-        state = run_job(ctx, message)
+        state = run_job(ctx.for_job(message))
         if profiler is not None:
             profiler.disable()
         wall_s = time.monotonic() - mark
     finally:
-        del ctx.calls.client.convert  # back to the class's method
+        del ctx.client.stream  # back to the class's method
     return {"state": state.value, "wall_s": wall_s, "http_s": timed.seconds, "output": entry.output}
 
 
@@ -119,7 +116,7 @@ def profile_tables(profiler: cProfile.Profile, outside_s: float) -> tuple[Figure
             for (file, line, func), (_, calls, own, cumulative, _) in stats.items()]
     ours = Figure(f"Profile: the pipeline's functions by cumulative time, outside the HTTP call (of "
                   f"{outside_s:.3f} s profiled)", ["function", "calls", "cumulative s", "share"])
-    skip = {"run_job", "_convert", "<module>"}
+    skip = {"run_job", "_convert", "_make", "<module>"}
     for file, line, func, _, cumulative, calls in sorted(rows, key=lambda r: -r[4]):
         if "/pipeline/" in file and func not in skip and len(ours.rows) < TOP:
             ours.add(f"{file.split('/pipeline/')[-1]}:{line} {func}", calls, round(cumulative, 3),

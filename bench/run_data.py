@@ -1,8 +1,8 @@
 """A synthetic finished run for the control-plane benchmark: its manifest lines and the S3 objects it left.
 
 Job ``i`` of shard ``s`` writes ``s3://{bucket}/{prefix}/shard-{s:02d}/{i:06d}.mp3``. Its outcome is fixed by its
-number: of every 100 jobs, 96 succeeded (the audio plus a provenance record shaped like ``pipeline.conversion.job`` writes),
-3 failed (a failure record from ``build_failure``) and 1 was rejected (a 422 failure record). So every job has
+number: of every 100 jobs, 96 succeeded (the audio plus a provenance record built by ``pipeline.storage.examples``),
+3 failed (a failure record built the same way) and 1 was rejected (a 422 failure record). So every job has
 exactly one record, and the run's records number ``shards * jobs_per_shard``.
 
 Both the seeded S3 server (``bench.seeded_s3``) and the benchmark build from this module, so what the benchmark
@@ -19,13 +19,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pipeline.errors import RejectedError, TransientError
-from pipeline.storage.records import (
-    FAILURE_SUFFIX,
-    PROVENANCE_SCHEMA,
-    PROVENANCE_SUFFIX,
-    SCHEMA_VERSION,
-    build_failure,
-)
+from pipeline.storage.examples import example_failure, example_provenance
+from pipeline.storage.records import FAILURE_SUFFIX, PROVENANCE_SUFFIX, JobIdentity
 
 INPUT_BUCKET = "bench-cp-inputs"
 VOICE_ID = "BKkWQENix2VWeAv6YV5R"
@@ -79,11 +74,11 @@ def _json(record: dict[str, Any]) -> bytes:
     return json.dumps(record, indent=2, sort_keys=True).encode()
 
 
-def _identity(run: SyntheticRun, shard: int, index: int) -> dict[str, Any]:
+def _identity(run: SyntheticRun, shard: int, index: int) -> JobIdentity:
     line = run.line(shard, index)
-    return {"job_id": hashlib.sha256(line["output"].encode()).hexdigest()[:24], "run_id": run.prefix,
-            "shard": run.shard_name(shard), "line": index + 1, "manifest_id": None, "metadata": None,
-            "input": {"uri": line["input"]}, "output": {"uri": line["output"]}}
+    return JobIdentity(job_id=hashlib.sha256(line["output"].encode()).hexdigest()[:24], run_id=run.prefix,
+                       shard=run.shard_name(shard), line=index + 1, manifest_id=None, metadata=None,
+                       input_uri=line["input"], output_uri=line["output"])
 
 
 def _attempt(index: int, at: datetime) -> dict[str, Any]:
@@ -94,29 +89,17 @@ def _attempt(index: int, at: datetime) -> dict[str, Any]:
 
 def _provenance(run: SyntheticRun, shard: int, index: int) -> dict[str, Any]:
     at = _T0 + timedelta(seconds=shard * run.jobs_per_shard + index)
-    identity = _identity(run, shard, index)
-    return {
-        **identity, "schema": PROVENANCE_SCHEMA, "schema_version": SCHEMA_VERSION, "status": "succeeded",
-        "input": {**identity["input"], "etag": "0" * 32, "size_bytes": 640_044, "sha256": "1" * 64,
-                  "duration_s": 20.0, "codec": "pcm_s16le", "sample_rate": 16000, "channels": 1,
-                  "format_name": "wav"},
-        "request": {"endpoint": "/v1/speech-to-speech/{voice_id}/stream", "api_base_url": "http://127.0.0.1",
-                    "params": {"voice_id": VOICE_ID, "model_id": "eleven_english_sts_v2", "seed": index,
-                               "output_format": "mp3_44100_128"},
-                    "prepared": {"file_format": "other", "size_bytes": 640_044}},
-        "attempts": [_attempt(index, at)], "request_ids": [f"{index:032x}"], "segments": None,
-        "output": {**identity["output"], "size_bytes": 320_000, "sha256": "2" * 64, "duration_s": 20.0,
-                   "content_type": "audio/mpeg", "output_format": "mp3_44100_128"},
-        "quality": {"duration_in_s": 20.0, "duration_out_s": 20.0, "drift_ms": 0.0, "lufs": -19.5,
-                    "peak_dbfs": -3.1, "clipped_samples": 0, "leading_silence_s": 0.0, "trailing_silence_s": 0.4,
-                    "flags": []},
-        "cost": {"credits": 334.0, "requests": 1},
-        "timings": {"queued_at": _T0.isoformat(), "started_at": at.isoformat(),
-                    "finished_at": (at + timedelta(seconds=5)).isoformat(), "queue_wait_s": 1.0, "download_s": 0.05,
-                    "prepare_s": 0.1, "convert_s": 4.6, "upload_s": 0.05, "total_s": 4.9},
-        "worker": {"host": "bench", "pid": 1, "package_version": "0.1.0", "celery_task_id": None,
-                   "unclean_deliveries_before": 0},
-    }
+    record = example_provenance(
+        _identity(run, shard, index), credits=334.0, duration_s=20.0,
+        params={"voice_id": VOICE_ID, "model_id": "eleven_english_sts_v2", "seed": index,
+                "output_format": "mp3_44100_128"},
+        quality={"duration_in_s": 20.0, "duration_out_s": 20.0, "drift_ms": 0.0, "lufs": -19.5, "peak_dbfs": -3.1,
+                 "clipped_samples": 0, "leading_silence_s": 0.0, "trailing_silence_s": 0.4, "flags": []},
+        queued_at=_T0.isoformat(), started_at=at.isoformat(), finished_at=(at + timedelta(seconds=5)).isoformat(),
+        attempts=[_attempt(index, at)], output_sha256="2" * 64,
+        worker={"host": "bench", "pid": 1, "package_version": "0.1.0", "celery_task_id": None,
+                "unclean_deliveries_before": 0})
+    return record.to_dict()
 
 
 def _failure(run: SyntheticRun, shard: int, index: int, outcome: str) -> dict[str, Any]:
@@ -127,6 +110,6 @@ def _failure(run: SyntheticRun, shard: int, index: int, outcome: str) -> dict[st
     else:
         error = TransientError("the service answered 503 (service_unavailable)", status=503)
     at = _T0 + timedelta(seconds=shard * run.jobs_per_shard + index)
-    return build_failure(error=error, base={**_identity(run, shard, index), "attempts": [_attempt(index, at)],
-                                            "request_ids": [], "cost": {"credits": 0.0, "requests": 6},
-                                            "at": at.isoformat(), "worker": {"host": "bench", "pid": 1}})
+    attempts = [_attempt(index, at)] * 6
+    return example_failure(_identity(run, shard, index), error, at=at.isoformat(), attempts=attempts,
+                           worker={"host": "bench", "pid": 1}).to_dict()

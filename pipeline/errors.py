@@ -1,8 +1,14 @@
 """The pipeline's exceptions: one root, split by what the caller should do next.
 
-    PipelineError                      every error the library raises on purpose
+    PipelineError                      every error the library raises on purpose; ``response`` holds what the service
+    │                                  answered (status, kept headers, API code) when the error came from a response
     ├── ConfigError                    settings are missing or inconsistent; fix the environment
     ├── ManifestError                  a manifest cannot be read at all (a bad *line* is a ManifestProblem, not an error)
+    ├── ConditionFailed                a conditional S3 write found the object there (If-None-Match) or changed
+    │                                  (If-Match); the caller decides who won, a job never ends with it
+    ├── RecordError                    a record in S3 is not one this version reads (wrong schema or version)
+    ├── RunConflict                    the run cannot be changed now (e.g. a retry while its jobs still run)
+    ├── BrokerError                    Redis (broker or live state) did not answer a command that needs it
     ├── RunStateLost                   a waiting command lost the run's live state (Redis restarted empty, flushed, or
     │                                  unreachable too long); the run's outcome is still in S3: reconcile, then retry
     ├── TransientError                 worth retrying: network faults, timeouts, 408/409/429/5xx, a cut stream
@@ -18,19 +24,30 @@
         ├── BudgetExceededError        the run's credit budget would be crossed
         └── SlotUnavailableError       no concurrency slot within the bounded wait; re-queue the job
 
+Every error knows the state a job ends in when it is final (``final_state``: failed, rejected or deferred) and its
+``reason`` code (listed in ``pipeline.reasons``).
+
 Messages say what was wrong and what to do. They never contain the API key or any other secret:
 ``redact`` is applied to every message built from foreign text.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.reasons import Reason, http_reason
+from pipeline.states import JobState
 
 __all__ = [
     "ApiError",
     "AuthError",
+    "BrokerError",
     "BudgetExceededError",
+    "ConditionFailed",
     "ConfigError",
     "Deferred",
     "DeliveryLimitError",
@@ -39,13 +56,17 @@ __all__ = [
     "PermanentError",
     "PipelineError",
     "RateLimitedError",
+    "RecordError",
     "RejectedError",
+    "ResponseInfo",
+    "RunConflict",
     "RunStateLost",
     "SlotUnavailableError",
     "StorageUnavailableError",
     "TransientError",
     "redact",
     "register_secret",
+    "summarize_rejection",
 ]
 
 _SECRETS: set[str] = set()
@@ -64,16 +85,30 @@ def redact(text: str) -> str:
     return re.sub(r"(?i)(xi-api-key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+", r"\1***", text)
 
 
+@dataclass(frozen=True)
+class ResponseInfo:
+    """What a response that ended in an error told us: for the limiter's feedback and for provenance."""
+
+    status: int | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: the API's error code (``detail.code``, else the legacy ``detail.status``)
+    api_code: str | None = None
+
+
 class PipelineError(Exception):
     """Root of every error the pipeline raises on purpose."""
 
-    #: short machine-readable reason, used to group failures in reports
-    reason: str = "error"
+    #: short machine-readable reason, used to group failures in reports (see ``pipeline.reasons``)
+    reason: str = Reason.ERROR.value
+    #: the state a job ends in when this error is final
+    final_state: JobState = JobState.FAILED
 
-    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None,
+                 response: ResponseInfo | None = None) -> None:
         super().__init__(redact(message))
         self.status = status
         self.request_id = request_id
+        self.response = response
 
     @property
     def message(self) -> str:
@@ -91,21 +126,37 @@ class PipelineError(Exception):
 
 
 class ConfigError(PipelineError):
-    reason = "config"
+    reason = Reason.CONFIG.value
 
 
 class ManifestError(PipelineError):
-    reason = "manifest"
+    reason = Reason.MANIFEST.value
+
+
+class ConditionFailed(PipelineError):
+    reason = Reason.CONDITION_FAILED.value
+
+
+class RecordError(PipelineError):
+    reason = Reason.UNREADABLE_RECORD.value
+
+
+class RunConflict(PipelineError):
+    reason = Reason.RUN_CONFLICT.value
+
+
+class BrokerError(PipelineError):
+    reason = Reason.BROKER.value
 
 
 class RunStateLost(PipelineError):
-    reason = "run_state_lost"
+    reason = Reason.RUN_STATE_LOST.value
 
 
 class TransientError(PipelineError):
     """A fault worth retrying. ``retry_after_s`` is the server's hint, if it gave one."""
 
-    reason = "transient"
+    reason = Reason.TRANSIENT.value
 
     def __init__(
         self,
@@ -115,15 +166,16 @@ class TransientError(PipelineError):
         request_id: str | None = None,
         retry_after_s: float | None = None,
         reason: str | None = None,
+        response: ResponseInfo | None = None,
     ) -> None:
-        super().__init__(message, status=status, request_id=request_id)
+        super().__init__(message, status=status, request_id=request_id, response=response)
         self.retry_after_s = retry_after_s
         if reason:
             self.reason = reason
 
 
 class RateLimitedError(TransientError):
-    reason = "rate_limited"
+    reason = Reason.RATE_LIMITED.value
 
     def __init__(self, message: str, *, kind: str, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -131,28 +183,29 @@ class RateLimitedError(TransientError):
 
 
 class StorageUnavailableError(TransientError):
-    reason = "storage_unavailable"
+    reason = Reason.STORAGE_UNAVAILABLE.value
 
 
 class PermanentError(PipelineError):
-    reason = "permanent"
+    reason = Reason.PERMANENT.value
 
 
 class InputError(PermanentError):
     """The input cannot be converted; ``reason`` says why (missing_input, empty_input, not_audio, too_large, ...)."""
 
-    def __init__(self, message: str, *, reason: str = "bad_input") -> None:
+    def __init__(self, message: str, *, reason: str = Reason.BAD_INPUT.value) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = str(reason)
 
 
 class ApiError(PermanentError):
-    reason = "api_error"
+    reason = Reason.API_ERROR.value
 
-    def __init__(self, message: str, *, status: int, request_id: str | None = None, api_status: str | None = None) -> None:
-        super().__init__(message, status=status, request_id=request_id)
+    def __init__(self, message: str, *, status: int, request_id: str | None = None, api_status: str | None = None,
+                 response: ResponseInfo | None = None) -> None:
+        super().__init__(message, status=status, request_id=request_id, response=response)
         self.api_status = api_status
-        self.reason = f"http_{status}"
+        self.reason = http_reason(status)
 
     def to_record(self) -> dict[str, Any]:
         return {**super().to_record(), "api_status": self.api_status}
@@ -163,16 +216,18 @@ class AuthError(ApiError):
 
 
 class DeliveryLimitError(PermanentError):
-    reason = "delivery_limit"
+    reason = Reason.DELIVERY_LIMIT.value
 
 
 class RejectedError(PipelineError):
     """422: the service validated the request and refused it. Never retried; ``detail`` is the API's list."""
 
-    reason = "rejected"
+    reason = Reason.REJECTED.value
+    final_state = JobState.REJECTED
 
-    def __init__(self, message: str, *, detail: Any, status: int = 422, request_id: str | None = None) -> None:
-        super().__init__(message, status=status, request_id=request_id)
+    def __init__(self, message: str, *, detail: Any, status: int = 422, request_id: str | None = None,
+                 response: ResponseInfo | None = None) -> None:
+        super().__init__(message, status=status, request_id=request_id, response=response)
         self.detail = detail
 
     def to_record(self) -> dict[str, Any]:
@@ -182,12 +237,39 @@ class RejectedError(PipelineError):
 class Deferred(PipelineError):
     """The job was not started; it is neither failed nor done."""
 
-    reason = "deferred"
+    reason = Reason.DEFERRED.value
+    final_state = JobState.DEFERRED
 
 
 class BudgetExceededError(Deferred):
-    reason = "budget"
+    reason = Reason.BUDGET.value
 
 
 class SlotUnavailableError(Deferred):
-    reason = "no_slot"
+    reason = Reason.NO_SLOT.value
+
+
+def summarize_rejection(detail: Any, fallback: str = "", *, drop_body: bool = True, most: int | None = None) -> str:
+    """The API's 422 ``detail`` in one line: ``field.path: message; ...`` for a validation list, else its message.
+
+    Any JSON shape is accepted (a ``loc`` of null, items that are not objects). ``drop_body`` leaves out the
+    ``body`` that starts every form field's path; ``most`` keeps only the first items.
+    """
+    if isinstance(detail, list) and detail:
+        parts = []
+        for item in detail[:most]:
+            if not isinstance(item, dict):
+                parts.append(str(item))
+                continue
+            loc = item.get("loc")
+            path = [str(part) for part in loc] if isinstance(loc, list) else []
+            if drop_body and path[:1] == ["body"]:
+                path = path[1:]
+            text = str(item.get("msg") or item.get("message") or json.dumps(item, sort_keys=True))
+            parts.append(f"{'.'.join(path)}: {text}" if path else text)
+        return "; ".join(parts)
+    if isinstance(detail, dict) and (detail.get("message") or detail.get("msg")):
+        return str(detail.get("message") or detail.get("msg"))
+    if isinstance(detail, str) and detail:
+        return detail
+    return fallback or "rejected by the API (422) without a detail"

@@ -56,7 +56,7 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
         except redis.RedisError as error:
             log.warning("visibility heartbeat failed: %s", type(error).__name__)
             return 0
-        return int(refreshed)
+        return int(refreshed or 0)
 
     @staticmethod
     def _held_tags() -> list[str]:

@@ -6,18 +6,13 @@ import logging
 import os
 import random
 
-import redis
 from celery import Task, shared_task
 
-from pipeline.conversion.calls import CallContext
-from pipeline.run.budget import Budget
 from pipeline.config import get_settings
-from pipeline.conversion.job import TASK_CONVERT, JobMessage, WorkerContext, run_job
+from pipeline.conversion.context import WorkerContext
+from pipeline.conversion.job import run_job
 from pipeline.errors import SlotUnavailableError, StorageUnavailableError
-from pipeline.api.limiter import Limiter, LimiterConfig, key_id_for
-from pipeline.run.state import RunState
-from pipeline.storage.s3 import Storage
-from pipeline.api.client import StsClient
+from pipeline.run.message import TASK_CONVERT, JobMessage
 
 log = logging.getLogger(__name__)
 
@@ -30,34 +25,20 @@ _context: tuple[int, WorkerContext] | None = None
 def worker_context() -> WorkerContext:
     """The process's clients, built after fork (connections must not cross a fork)."""
     global _context
-    if _context is not None and _context[0] == os.getpid():
-        return _context[1]
-    settings = get_settings()
-    api_key = settings.api_key_value() or ""
-    limiter_redis = redis.Redis.from_url(settings.limiter_redis_url)
-    limiter = Limiter(limiter_redis, key_id_for(api_key), LimiterConfig(
-        configured_cap=settings.max_concurrent_requests, requests_per_minute=settings.requests_per_minute,
-        lease_s=settings.lease_s, cooldown_default_s=settings.cooldown_default_s))
-    client = StsClient(settings.api_base_url, api_key, connect_timeout_s=settings.connect_timeout_s,
-                       read_timeout_s=settings.read_timeout_s, write_timeout_s=settings.write_timeout_s)
-    calls = CallContext(settings=settings, client=client, limiter=limiter)
-    context = WorkerContext(calls=calls, storage=Storage.from_settings(settings), redis=limiter_redis)
-    _context = (os.getpid(), context)
-    return context
+    if _context is None or _context[0] != os.getpid():
+        _context = (os.getpid(), WorkerContext.from_settings(get_settings()))
+    return _context[1]
 
 
 @shared_task(bind=True, name=TASK_CONVERT, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def convert(self: Task, message: dict) -> str:  # type: ignore[type-arg]
     """Convert one job; the message is a ``JobMessage`` dict."""
-    ctx = worker_context()
-    ctx.task_id = self.request.id
+    worker = worker_context()
     job_message = JobMessage.from_dict(message)
-    ctx.calls.run_state = RunState(ctx.redis, job_message.run_id)
-    ctx.calls.budget = Budget(ctx.redis, job_message.run_id)
     try:
-        return run_job(ctx, job_message).value
+        return run_job(worker.for_job(job_message, task_id=self.request.id)).value
     except SlotUnavailableError:
-        delay_s = ctx.calls.settings.requeue_delay_s * random.uniform(0.5, 1.5)
+        delay_s = worker.settings.requeue_delay_s * random.uniform(0.5, 1.5)
         raise self.retry(countdown=delay_s, max_retries=None) from None
     except StorageUnavailableError as error:
         log.warning("job %s: S3 unavailable (%s); re-queued", job_message.job_id, error.message)

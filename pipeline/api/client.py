@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,17 @@ import httpx
 
 from pipeline import __version__
 from pipeline.api.backoff import retry_after_from_headers
+from pipeline.config import Settings
 from pipeline.errors import (
     ApiError,
     AuthError,
     PipelineError,
     RateLimitedError,
     RejectedError,
+    ResponseInfo,
     TransientError,
     register_secret,
+    summarize_rejection,
 )
 from pipeline.manifest.job import Job
 
@@ -43,7 +46,6 @@ class CallResult:
     status: int
     headers: dict[str, str]
     bytes_written: int
-    first_byte_s: float
     duration_s: float
 
     @property
@@ -59,26 +61,8 @@ class CallResult:
             return None
 
 
-@dataclass
-class FailedCall:
-    """Headers and timing of a request that ended in an error (for provenance and the limiter)."""
-
-    status: int | None
-    headers: dict[str, str] = field(default_factory=dict)
-    api_status: str | None = None
-
-
 def _kept_headers(headers: httpx.Headers) -> dict[str, str]:
     return {name: headers[name] for name in RECORDED_HEADERS if name in headers}
-
-
-class CallError(Exception):
-    """Carries our classified error plus what the failed response told us (limiter feedback, provenance)."""
-
-    def __init__(self, error: PipelineError, failed: FailedCall) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.failed = failed
 
 
 class StsClient:
@@ -91,6 +75,11 @@ class StsClient:
         self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport,
                                   headers={"xi-api-key": api_key, "user-agent": f"sts-pipeline/{__version__}"})
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StsClient:
+        return cls(settings.api_base_url, settings.api_key_value() or "", connect_timeout_s=settings.connect_timeout_s,
+                   read_timeout_s=settings.read_timeout_s, write_timeout_s=settings.write_timeout_s)
+
     def close(self) -> None:
         self._http.close()
 
@@ -100,11 +89,12 @@ class StsClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def convert(self, job: Job, audio: Path, out: Path, *, audio_content_type: str = "application/octet-stream"
-                ) -> CallResult:
+    def stream(self, job: Job, audio: Path, out: Path, *, audio_content_type: str = "application/octet-stream"
+               ) -> CallResult:
         """POST ``audio`` to the streaming endpoint and write the response body to ``out``.
 
-        Raises ``CallError`` wrapping a TransientError, RejectedError, AuthError or ApiError.
+        Raises a TransientError, RejectedError, AuthError or ApiError whose ``response`` says what the service
+        answered (``None`` when no response came).
         """
         params: dict[str, Any] = {"output_format": job.output_format,
                                   "enable_logging": "true" if job.enable_logging else "false"}
@@ -125,44 +115,37 @@ class StsClient:
                     if response.status_code != 200:
                         raise self._error_from(response)
                     return self._receive(response, out, started)
-        except CallError:
-            raise
         except httpx.TimeoutException as error:
-            raise CallError(TransientError(f"the service timed out ({type(error).__name__})", reason="timeout"),
-                            FailedCall(None)) from None
+            raise TransientError(f"the service timed out ({type(error).__name__})", reason="timeout") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
-            raise CallError(TransientError(f"connection to the service failed: {type(error).__name__}",
-                                           reason="network"), FailedCall(None)) from None
+            raise TransientError(f"connection to the service failed: {type(error).__name__}",
+                                 reason="network") from None
 
     def _receive(self, response: httpx.Response, out: Path, started: float) -> CallResult:
         headers = _kept_headers(response.headers)
+        info = ResponseInfo(200, headers)
         written = 0
-        first_byte_s = 0.0
         expected = response.headers.get("content-length")
+
+        def cut(message: str) -> TransientError:
+            return TransientError(message, reason="cut_stream", status=200, request_id=headers.get("request-id"),
+                                  response=info)
+
         try:
             with open(out, "wb") as sink:
                 for chunk in response.iter_bytes():
-                    if not written:
-                        first_byte_s = time.monotonic() - started
                     sink.write(chunk)
                     written += len(chunk)
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.TimeoutException) as error:
-            raise CallError(
-                TransientError(f"the audio stream was cut after {written} bytes ({type(error).__name__})",
-                               reason="cut_stream", status=200, request_id=headers.get("request-id")),
-                FailedCall(200, headers)) from None
-        if expected is not None and int(expected) != written:
-            raise CallError(TransientError(f"the audio stream ended after {written} of {expected} bytes",
-                                           reason="cut_stream", status=200, request_id=headers.get("request-id")),
-                            FailedCall(200, headers))
+            raise cut(f"the audio stream was cut after {written} bytes ({type(error).__name__})") from None
+        if expected is not None and expected.isdigit() and int(expected) != written:
+            raise cut(f"the audio stream ended after {written} of {expected} bytes")
         if written == 0:
-            raise CallError(TransientError("the service answered 200 with no audio", reason="cut_stream",
-                                           status=200, request_id=headers.get("request-id")),
-                            FailedCall(200, headers))
-        return CallResult(200, headers, written, first_byte_s, time.monotonic() - started)
+            raise cut("the service answered 200 with no audio")
+        return CallResult(200, headers, written, time.monotonic() - started)
 
     @staticmethod
-    def _error_from(response: httpx.Response) -> CallError:
+    def _error_from(response: httpx.Response) -> PipelineError:
         status = response.status_code
         headers = _kept_headers(response.headers)
         request_id = headers.get("request-id")
@@ -181,37 +164,23 @@ class StsClient:
         detail = body.get("detail") if isinstance(body, dict) else None
         api_status = detail.get("status") if isinstance(detail, dict) else None
         message = detail.get("message") if isinstance(detail, dict) else None
-        failed = FailedCall(status, headers, api_status)
+        info = ResponseInfo(status, headers, api_status)
         retry_after = retry_after_from_headers(response.headers)
-        error: PipelineError
         if status == 422:
-            error = RejectedError(f"the service rejected the request (422): {_summarize(detail)}",
-                                  detail=detail, request_id=request_id)
-        elif status == 429:
+            return RejectedError(f"the service rejected the request (422): {summarize_rejection(detail, drop_body=False, most=5)}",
+                                 detail=detail, request_id=request_id, response=info)
+        if status == 429:
             kind = api_status or "rate_limited"
-            error = RateLimitedError(f"the service throttled the request (429 {kind})", kind=kind, status=429,
-                                     request_id=request_id, retry_after_s=retry_after)
-        elif status in RETRYABLE_STATUSES or status >= 500:
-            error = TransientError(f"the service answered {status}" + (f" ({api_status})" if api_status else ""),
-                                   status=status, request_id=request_id, retry_after_s=retry_after,
-                                   reason=f"http_{status}")
-        elif status == 401:
-            error = AuthError("the service refused the API key (401): set STS_API_KEY to a valid key; "
-                              "the run was stopped", status=401, request_id=request_id, api_status=api_status)
-        else:
-            error = ApiError(f"the service answered {status}: {message or api_status or 'no detail'}",
-                             status=status, request_id=request_id, api_status=api_status)
-        return CallError(error, failed)
-
-
-def _summarize(detail: Any) -> str:
-    """One line from the API's 422 ``detail`` list: 'loc: msg; loc: msg'."""
-    if isinstance(detail, list):
-        parts = []
-        for item in detail[:5]:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", []))
-                parts.append(f"{loc}: {item.get('msg', '')}")
-        return "; ".join(parts) or "no detail"
-    return str(detail)[:300]
+            return RateLimitedError(f"the service throttled the request (429 {kind})", kind=kind, status=429,
+                                    request_id=request_id, retry_after_s=retry_after, response=info)
+        if status in RETRYABLE_STATUSES or status >= 500:
+            return TransientError(f"the service answered {status}" + (f" ({api_status})" if api_status else ""),
+                                  status=status, request_id=request_id, retry_after_s=retry_after,
+                                  reason=f"http_{status}", response=info)
+        if status == 401:
+            return AuthError("the service refused the API key (401): set STS_API_KEY to a valid key; "
+                             "the run was stopped", status=401, request_id=request_id, api_status=api_status,
+                             response=info)
+        return ApiError(f"the service answered {status}: {message or api_status or 'no detail'}",
+                        status=status, request_id=request_id, api_status=api_status, response=info)
 

@@ -23,6 +23,8 @@ from typing import Any
 import redis
 
 from pipeline.api.backoff import MAX_RETRY_AFTER_S, retry_after_from_headers
+from pipeline._redis import is_hash_tag_safe, text
+from pipeline.config import Settings
 from pipeline.errors import SlotUnavailableError
 
 __all__ = ["Lease", "Limiter", "LimiterConfig", "key_id_for"]
@@ -215,7 +217,6 @@ class Lease:
     """One held slot. ``lost`` turns True if a renewal found the lease gone; the request goes on regardless."""
 
     token: str
-    acquired_at: float  # Redis server time, epoch seconds
     lost: bool = False
 
 
@@ -242,7 +243,7 @@ class Limiter:
     def __init__(
         self, redis: redis.Redis, key_id: str, config: LimiterConfig, *, logger: logging.Logger | None = None
     ) -> None:
-        if not key_id or any(ch.isspace() or ch in "{}" for ch in key_id):
+        if not is_hash_tag_safe(key_id):
             raise ValueError("key_id must be a non-empty hash of the API key (key_id_for), without spaces or braces")
         self._redis = redis
         self._config = config
@@ -258,6 +259,13 @@ class Limiter:
         self._observe = redis.register_script(OBSERVE_LUA)
         self._snapshot = redis.register_script(SNAPSHOT_LUA)
         self._rng = random.Random()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: redis.Redis) -> Limiter:
+        """The limiter of the settings' API key, with the settings' limits (every process builds it the same way)."""
+        return cls(client, key_id_for(settings.api_key_value() or ""), LimiterConfig(
+            configured_cap=settings.max_concurrent_requests, requests_per_minute=settings.requests_per_minute,
+            lease_s=settings.lease_s, cooldown_default_s=settings.cooldown_default_s))
 
     @property
     def _lease_ms(self) -> int:
@@ -374,8 +382,8 @@ class Limiter:
                       int(self._config.rpm_window_s * 1000)],
             )
             if int(reply[0]) == 1:
-                return Lease(token=token, acquired_at=int(reply[4]) / 1000)
-            reason = _text(reply[1])
+                return Lease(token=token)
+            reason = text(reply[1])
             wait_hint_s = int(reply[2]) / 1000
             remaining_s = deadline - time.monotonic()
             if reason == "cap":
@@ -424,10 +432,6 @@ def _header_int(value: str | None) -> int | None:
     except ValueError:
         return None
     return number if number >= 0 else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _describe(reason: str, reply: list[Any]) -> str:

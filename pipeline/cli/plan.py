@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import main
+from pipeline.cli._base import main
 
 
 @main.command()
@@ -24,9 +24,9 @@ def plan(manifests: tuple[Path, ...], output_prefix: str | None, as_json: bool, 
     from rich.table import Table
 
     from pipeline.config import get_settings
-    from pipeline.api.limiter import Limiter, LimiterConfig, key_id_for
+    from pipeline.api.limiter import Limiter
     from pipeline.manifest.load import ManifestLimits, load_manifests
-    from pipeline.run.plan import make_plan
+    from pipeline.run.plan import Plan, ShardPlan, make_plan
     from pipeline.storage.s3 import Storage
 
     console = Console(stderr=True)
@@ -37,10 +37,8 @@ def plan(manifests: tuple[Path, ...], output_prefix: str | None, as_json: bool, 
         console.print(str(problem), markup=False, highlight=False)
     if concurrency is None:
         try:
-            limiter = Limiter(redis.Redis.from_url(settings.limiter_redis_url, socket_connect_timeout=2),
-                              key_id_for(settings.api_key_value() or ""),
-                              LimiterConfig(configured_cap=settings.max_concurrent_requests,
-                                            requests_per_minute=settings.requests_per_minute))
+            limiter = Limiter.from_settings(
+                settings, redis.Redis.from_url(settings.limiter_redis_url, socket_connect_timeout=2))
             concurrency = limiter.effective_cap()
         except redis.RedisError:
             concurrency = settings.max_concurrent_requests or 1
@@ -51,8 +49,9 @@ def plan(manifests: tuple[Path, ...], output_prefix: str | None, as_json: bool, 
         table = Table(title=f"plan at {result.concurrency} concurrent requests ({result.basis} rates)")
         for column in ("shard", "jobs", "done", "to run", "audio s", "credits", "wall s"):
             table.add_column(column, justify="right" if column != "shard" else "left")
-        for item in [*result.shards, result]:
-            name = getattr(item, "name", "[bold]total")
+        items: list[ShardPlan | Plan] = [*result.shards, result]
+        for item in items:
+            name = item.name if isinstance(item, ShardPlan) else "[bold]total"
             table.add_row(name, str(item.jobs), str(item.skipped), str(item.to_run), f"{item.audio_seconds:.1f}",
                           f"{item.estimated_credits:.0f}", f"{item.estimated_seconds:.0f}")
         Console().print(table)

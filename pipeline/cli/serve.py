@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli import main
+from pipeline.cli._base import main
 from pipeline.offline.state import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_SECONDS, DEFAULT_PLAN_CONCURRENCY
 
 _RATE = click.FloatRange(0.0, 1.0)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pipeline.cli import main
+from pipeline.cli._base import main
 
 if TYPE_CHECKING:
     from collections import Counter

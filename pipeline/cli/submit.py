@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import main
+from pipeline.cli._base import main
 
 
 @main.command()
@@ -25,12 +25,11 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
     import redis
     from rich.console import Console
 
-    from pipeline.run.budget import Budget
+    from pipeline.cli._wait import wait_and_exit
     from pipeline.config import get_settings
-    from pipeline.run.submit import enqueue
     from pipeline.manifest.load import ManifestLimits, load_manifests
-    from pipeline.run.progress import counts_table, wait_for_run
-    from pipeline.run.stored import check_run_id, new_run_id, runs_root, save_run
+    from pipeline.run.stored import check_run_id, new_run_id, runs_root
+    from pipeline.run.submit import start_run
     from pipeline.s3uri import S3Uri
     from pipeline.storage.s3 import Storage
     from workers.app import create_app
@@ -51,22 +50,13 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
         console.print("no valid jobs to enqueue")
         sys.exit(1)
     storage = Storage.from_settings(settings)
-    root = runs_root(settings, S3Uri.parse(entries[0].output).bucket)
-    info = {"output_prefix": output_prefix, "budget": budget, "force": force, "skip_invalid": skip_invalid,
-            "runs_root": str(root)}
-    save_run(storage, root, run_id, info, {shard.name: Path(shard.path).read_bytes() for shard in shards
-                                           if shard.path})
     client = redis.Redis.from_url(settings.limiter_redis_url)
-    report = enqueue(create_app(settings), storage, client, shards, run_id=run_id, force=force,
-                     budget_credits=budget, info={"runs_root": str(root)})
+    report = start_run(create_app(settings), storage, client, shards, run_id=run_id,
+                       root=runs_root(settings, S3Uri.parse(entries[0].output).bucket),
+                       info={"output_prefix": output_prefix, "force": force, "skip_invalid": skip_invalid},
+                       manifests={shard.name: Path(shard.path).read_bytes() for shard in shards if shard.path},
+                       budget_credits=budget, force=force)
     console.print(f"run {run_id}: {report.jobs} jobs, {report.enqueued} enqueued, {report.skipped} already done")
     click.echo(run_id)
-    if not wait:
-        return
-    counts = wait_for_run(client, run_id, report.jobs, console=console, timeout_s=timeout)
-    console.print(counts_table(f"run {run_id}", counts))
-    run_budget = Budget(client, run_id)
-    limit = run_budget.limit()
-    console.print(f"credits spent: {run_budget.spent():.0f}" + (f" of a budget of {limit:.0f}" if limit else ""))
-    bad = sum(counts.get(state, 0) for state in ("failed", "rejected", "deferred", "queued", "running"))
-    sys.exit(1 if bad else 0)
+    if wait:
+        wait_and_exit(client, run_id, report.jobs, console=console, timeout_s=timeout)

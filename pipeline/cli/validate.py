@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import main
+from pipeline.cli._base import main
 from pipeline.config import get_settings
 from pipeline.errors import ManifestError
 from pipeline.manifest.load import ManifestLimits, check_output_prefix, load_manifests

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli import main
+from pipeline.cli._base import main
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

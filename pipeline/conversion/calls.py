@@ -1,8 +1,11 @@
-"""One conversion with everything around the HTTP call: budget, shared limiter, retries, cut-stream detection.
+"""One conversion request with everything around the HTTP call: budget, shared limiter, retries, cut-stream detection.
 
 Every attempt is recorded (time, status, request id, wait, cost) for provenance. Transient faults are retried with
-exponential backoff and full jitter (never shorter than Retry-After) up to ``max_attempts``; a 422 is never retried;
-a 401 halts the whole run.
+exponential backoff and full jitter (never shorter than Retry-After) up to ``max_attempts``; a rejection is never
+retried; a 401 halts the whole run.
+
+Each attempt's output is checked for its length only (a cut stream is a transient fault); the full quality measure
+runs once, on the job's final output.
 """
 
 from __future__ import annotations
@@ -10,24 +13,28 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-
+from pipeline._redis import best_effort
 from pipeline.api.backoff import backoff_delay_s
-from pipeline.run.budget import Budget
+from pipeline.api.client import CallResult, StsClient
+from pipeline.api.limiter import Limiter
+from pipeline.audio.decode import output_duration_s
 from pipeline.config import Settings
 from pipeline.errors import AuthError, PipelineError, SlotUnavailableError, TransientError
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.manifest.job import Job
-from pipeline.api.limiter import Limiter
-from pipeline.audio.quality import QualityReport, measure
-from pipeline.run.state import RunState, best_effort
-from pipeline.api.client import CallError, CallResult, StsClient
+from pipeline.run.budget import Budget, Reservation
+from pipeline.run.state import RunState
 
 log = logging.getLogger(__name__)
+
+__all__ = ["AttemptRecord", "CallContext", "Conversion", "convert_with_retries", "expected_output_s"]
 
 #: an output shorter than this share of the expected duration (less a fixed allowance) counts as a cut stream
 SHORT_OUTPUT_RATIO = 0.97
@@ -54,18 +61,17 @@ class AttemptRecord:
         return asdict(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Conversion:
-    """A successful conversion: the last call and every attempt it took."""
+    """A successful conversion: how long its output is, and the request that made it."""
 
-    result: CallResult
-    quality: QualityReport
-    attempts: list[AttemptRecord] = field(default_factory=list)
+    duration_out_s: float
+    request_id: str | None
 
 
 @dataclass
 class CallContext:
-    """What an attempt loop needs, built once per worker process."""
+    """What an attempt loop needs: the process's clients, and the run's state and budget (per job)."""
 
     settings: Settings
     client: StsClient
@@ -93,87 +99,117 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
     """
     settings = ctx.settings
     records = attempts if attempts is not None else []
-    output_format = OUTPUT_FORMATS[job.output_format]
     wait_s = 0.0
     for n in range(1, settings.max_attempts + 1):
         if ctx.run_state is not None and (reason := ctx.run_state.halted()):
             raise AuthError(f"the run was stopped before this request: {reason}", status=401)
         record = AttemptRecord(n=n, started_at=_now(), segment=segment, wait_before_s=round(wait_s, 3))
-        reservation = ctx.budget.reserve(input_s * settings.credits_per_second) if ctx.budget else None
         started = time.monotonic()
         try:
-            with ctx.limiter.slot(settings.slot_wait_s):
-                try:
-                    result = ctx.client.convert(job, audio, out, audio_content_type=audio_content_type)
-                except CallError as call_error:
-                    best_effort(ctx.limiter.observe_response, call_error.failed.status or 0,
-                                 call_error.failed.headers, api_status=call_error.failed.api_status)
-                    raise
-                best_effort(ctx.limiter.observe_response, 200, result.headers)
-        except SlotUnavailableError:
-            if ctx.budget and reservation:
-                ctx.budget.release(reservation)
-            raise
-        except CallError as call_error:
-            error = call_error.error
-            billed = _billed(call_error.failed.headers)
-            if ctx.budget and reservation:
-                if billed:
-                    best_effort(ctx.budget.settle, reservation, billed)
-                else:
-                    best_effort(ctx.budget.release, reservation)
-            _finish(record, started, error=error, status=call_error.failed.status,
-                    request_id=call_error.failed.headers.get("request-id"), credits=billed)
+            with _reserved(ctx, input_s * settings.credits_per_second) as settle:
+                result = _request(ctx, job, audio, out, audio_content_type)
+                settle(result.character_cost or 0.0)
+            _finish(record, started, status=200, request_id=result.request_id, credits=result.character_cost or 0.0,
+                    bytes_written=result.bytes_written)
             records.append(record)
+            return Conversion(_checked_length(job, out, input_s, result), result.request_id)
+        except SlotUnavailableError:
+            raise  # no request was made: nothing to record, the job goes back to the queue
+        except PipelineError as error:
+            if record.outcome == "ok":  # paid for, then found short: the attempt is recorded with its cost
+                record.outcome, record.message = error.reason, error.message
+            else:
+                _fail_attempt(record, started, error)
+                records.append(record)
             if isinstance(error, AuthError) and ctx.run_state is not None:
                 ctx.run_state.halt(error.message)
             if not isinstance(error, TransientError) or n == settings.max_attempts:
-                raise error from None
+                raise
             wait_s = backoff_delay_s(n, base_s=settings.backoff_base_s, max_s=settings.backoff_max_s,
                                      retry_after_s=error.retry_after_s, rng=ctx.rng)
             log.info("attempt %d of job voice=%s failed (%s); retrying in %.1f s", n, job.voice_id, error.reason, wait_s)
             time.sleep(wait_s)
-            continue
-        credits = result.character_cost or 0.0
-        if ctx.budget and reservation:
-            best_effort(ctx.budget.settle, reservation, credits)
-        quality = measure(out, output_format=output_format, input_duration_s=expected_output_s(job, input_s))
-        short = quality.duration_out_s < expected_output_s(job, input_s) * SHORT_OUTPUT_RATIO - SHORT_OUTPUT_ALLOWANCE_S
-        if short:
-            error = TransientError(
-                f"the audio stream was cut: {quality.duration_out_s:.2f} s of audio for "
-                f"{expected_output_s(job, input_s):.2f} s expected", reason="cut_stream", status=200,
-                request_id=result.request_id)
-            _finish(record, started, error=error, status=200, request_id=result.request_id, credits=credits,
-                    bytes_written=result.bytes_written)
-            records.append(record)
-            if n == settings.max_attempts:
-                raise error
-            wait_s = backoff_delay_s(n, base_s=settings.backoff_base_s, max_s=settings.backoff_max_s,
-                                     retry_after_s=None, rng=ctx.rng)
-            time.sleep(wait_s)
-            continue
-        _finish(record, started, error=None, status=200, request_id=result.request_id, credits=credits,
-                bytes_written=result.bytes_written)
-        records.append(record)
-        return Conversion(result, quality, records)
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
 
+def _request(ctx: CallContext, job: Job, audio: Path, out: Path, content_type: str) -> CallResult:
+    """One request under a limiter slot; the limiter learns from every response, failed or not."""
+    with ctx.limiter.slot(ctx.settings.slot_wait_s):
+        try:
+            result = ctx.client.stream(job, audio, out, audio_content_type=content_type)
+        except PipelineError as error:
+            if error.response is not None:
+                best_effort(ctx.limiter.observe_response, error.response.status or 0, dict(error.response.headers),
+                            api_status=error.response.api_code)
+            raise
+        best_effort(ctx.limiter.observe_response, 200, result.headers)
+        return result
 
-def _billed(headers: dict[str, str]) -> float:
+
+@contextmanager
+def _reserved(ctx: CallContext, estimate: float) -> Iterator[Any]:
+    """Reserve ``estimate`` credits of the run's budget for one request; settle with what it was billed.
+
+    The body calls the yielded ``settle(credits)`` on success. On an error, what the response billed is settled (a
+    200 whose stream was then cut is paid for), or the reservation is released when nothing was billed.
+    """
+    reservation: Reservation | None = ctx.budget.reserve(estimate) if ctx.budget else None
+    settled = False
+
+    def settle(credits: float) -> None:
+        nonlocal settled
+        settled = True
+        if ctx.budget and reservation:
+            best_effort(ctx.budget.settle, reservation, credits)
+
     try:
-        return float(headers.get("character-cost", 0) or 0)
+        yield settle
+    except PipelineError as error:
+        if not settled and ctx.budget and reservation:
+            billed = billed_credits(error)
+            if billed:
+                best_effort(ctx.budget.settle, reservation, billed)
+            else:
+                best_effort(ctx.budget.release, reservation)
+        raise
+
+
+def _checked_length(job: Job, out: Path, input_s: float, result: CallResult) -> float:
+    """The output's decoded length; ``TransientError(cut_stream)`` when it is clearly short of the input's."""
+    duration_out_s = output_duration_s(out, OUTPUT_FORMATS[job.output_format])
+    expected_s = expected_output_s(job, input_s)
+    if duration_out_s < expected_s * SHORT_OUTPUT_RATIO - SHORT_OUTPUT_ALLOWANCE_S:
+        raise TransientError(f"the audio stream was cut: {duration_out_s:.2f} s of audio for {expected_s:.2f} s "
+                             "expected", reason="cut_stream", status=200, request_id=result.request_id)
+    return duration_out_s
+
+
+def billed_credits(error: PipelineError) -> float:
+    """What the response behind ``error`` says it billed (``character-cost``); 0 when it says nothing readable."""
+    if error.response is None:
+        return 0.0
+    try:
+        value = float(error.response.headers.get("character-cost", 0) or 0)
     except ValueError:
         return 0.0
+    return value if value > 0 else 0.0
 
 
-def _finish(record: AttemptRecord, started: float, *, error: PipelineError | None, status: int | None,
-            request_id: str | None, credits: float, bytes_written: int = 0) -> None:
+def _finish(record: AttemptRecord, started: float, *, status: int | None, request_id: str | None, credits: float,
+            bytes_written: int = 0) -> None:
     record.duration_s = round(time.monotonic() - started, 3)
     record.status = status
     record.request_id = request_id
     record.credits = credits
     record.bytes = bytes_written
-    record.outcome = "ok" if error is None else error.reason
-    record.message = None if error is None else error.message
+    record.outcome = "ok"
+
+
+def _fail_attempt(record: AttemptRecord, started: float, error: PipelineError) -> None:
+    response = error.response
+    record.duration_s = round(time.monotonic() - started, 3)
+    record.status = response.status if response is not None else error.status
+    record.request_id = (response.headers.get("request-id") if response is not None else None) or error.request_id
+    record.credits = billed_credits(error)
+    record.outcome = error.reason
+    record.message = error.message

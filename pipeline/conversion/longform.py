@@ -15,23 +15,20 @@ from __future__ import annotations
 import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.conversion.calls import AttemptRecord, Conversion, convert_with_retries, expected_output_s
+from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expected_output_s
 from pipeline.audio.prepare import content_type_of, to_flac
 from pipeline.audio.probe import AudioInfo
 from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE
 from pipeline.manifest.job import Job
-from pipeline.audio.quality import measure
 from pipeline.s3uri import S3Uri
 from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
-from pipeline.storage.s3 import sha256_file
-from pipeline.api.client import CallResult
+from pipeline.storage.s3 import Storage, sha256_file
 
 if TYPE_CHECKING:
-    from pipeline.conversion.job import WorkerContext
+    from pipeline.conversion.context import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +37,6 @@ OVERLAP_S = 0.05
 #: inputs the cutter can seek in exactly; others (mp3, AAC, ...) are made FLAC once, instead of decoded from the
 #: start for every cut
 SEEKABLE_SUFFIXES = (".wav", ".flac")
-
-
-@dataclass
-class LongformResult:
-    conversion: Conversion
-    segments: list[dict[str, Any]]
 
 
 def work_prefix(output: S3Uri) -> S3Uri:
@@ -58,9 +49,10 @@ def _raw_args(job: Job) -> list[str]:
     return []
 
 
-def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *, info: AudioInfo, output: S3Uri,
-                      max_segment_s: float, attempts: list[AttemptRecord]) -> LongformResult:
-    """Convert a long input segment by segment, resuming from checkpoints, and stitch the result into ``out``.
+def convert_segmented(ctx: JobContext, job: Job, prepared: Path, out: Path, *, info: AudioInfo, output: S3Uri,
+                      max_segment_s: float, attempts: list[AttemptRecord]) -> list[dict[str, Any]]:
+    """Convert a long input segment by segment, resuming from checkpoints, and stitch the result into ``out``;
+    return each segment's record for provenance.
 
     A piece is its segment plus ``OVERLAP_S`` of context on each inner side, so segments are planned that much
     shorter than ``max_segment_s`` and no request exceeds it.
@@ -99,7 +91,7 @@ def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *
             ctx.storage.upload_file(converted, checkpoint, content_type=segment_format.content_type,
                                     sha256=sha256_file(converted))
             record.update(source="converted", request_ids=[a.request_id for a in seg_attempts if a.request_id],
-                          attempts=len(seg_attempts), duration_out_s=conversion.quality.duration_out_s)
+                          attempts=len(seg_attempts), duration_out_s=conversion.duration_out_s)
         records[segment.index] = record
         return converted
 
@@ -107,11 +99,7 @@ def convert_segmented(ctx: WorkerContext, job: Job, prepared: Path, out: Path, *
         converted_paths = list(pool.map(one, segments))
     stitch(converted_paths, segments, segment_format=segment_format, output_format=output_format, out=out,
            crossfade_s=OVERLAP_S, time_scale=expected_output_s(job, 1.0))
-    quality = measure(out, output_format=output_format, input_duration_s=expected_output_s(job, info.duration_s))
-    last = next((a for a in reversed(attempts) if a.outcome == "ok"), None)
-    result = CallResult(200, {"request-id": last.request_id} if last and last.request_id else {},
-                        out.stat().st_size, first_byte_s=0.0, duration_s=sum(a.duration_s for a in attempts))
-    return LongformResult(Conversion(result, quality, attempts), records)
+    return records
 
 
 def _piece_seconds(segment: Segment, count: int) -> float:
@@ -119,11 +107,11 @@ def _piece_seconds(segment: Segment, count: int) -> float:
     return segment.end_s - segment.start_s + inner_edges * OVERLAP_S
 
 
-def delete_work(ctx: WorkerContext, output: S3Uri) -> int:
+def delete_work(storage: Storage, output: S3Uri) -> int:
     """Remove a job's segment checkpoints after its commit; return how many were removed."""
     prefix = work_prefix(output)
     removed = 0
-    for item in list(ctx.storage.list(prefix.bucket, prefix.key)):
-        ctx.storage.delete(item.uri)
+    for item in list(storage.list(prefix.bucket, prefix.key)):
+        storage.delete(item.uri)
         removed += 1
     return removed

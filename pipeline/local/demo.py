@@ -22,7 +22,7 @@ from pipeline.audio.prepare import resample_mono
 from pipeline.config import Settings
 from pipeline.local.services import LocalStack
 from pipeline.manifest.load import load_manifest
-from pipeline.storage.records import provenance_uri
+from pipeline.storage.records import ProvenanceRecord, provenance_uri
 from pipeline.s3uri import S3Uri
 from pipeline.local.samples import write_speech_like
 from pipeline.storage.s3 import Storage, sha256_file
@@ -62,13 +62,12 @@ def summary(storage: Storage, outputs: list[str]) -> Table:
         if found is None:
             table.add_row(uri, "-", "-", "-", "-", "-", "-", "[red]no provenance")
             continue
-        record, _ = found
-        quality = record.get("quality") or {}
-        lufs = quality.get("lufs")
-        table.add_row(uri.rsplit("/", 1)[-1], record["request"]["params"]["voice_id"],
-                      record["output"]["output_format"], f"{record['input']['duration_s']:.2f}",
-                      f"{record['output']['duration_s']:.2f}", "-" if lufs is None else f"{lufs:.1f}",
-                      f"{record['cost']['credits']:.0f}", str(len(record["attempts"])))
+        record = ProvenanceRecord.from_dict(found[0])
+        lufs = record.quality.get("lufs")
+        table.add_row(uri.rsplit("/", 1)[-1], record.request["params"]["voice_id"],
+                      record.output["output_format"], f"{record.input['duration_s']:.2f}",
+                      f"{record.output['duration_s']:.2f}", "-" if lufs is None else f"{lufs:.1f}",
+                      f"{record.cost.credits:.0f}", str(len(record.attempts)))
     return table
 
 

@@ -145,12 +145,12 @@ class LocalStack:
         node = name or f"worker{index}"
         argv = [sys.executable, "-m", "pipeline.cli", "worker", "-c", str(concurrency), "--hostname", f"{node}@%h",
                 "--loglevel", "INFO"]
-        service = Service(node, argv, {**self.env(), **(extra_env or {})}, self.workdir / f"{node}.log")
+        service = Service(node, argv, {**self.env(), **(extra_env or {})}, self._dir / f"{node}.log")
         self.services.append(service.start())
         return service
 
     def _start(self, name: str, argv: list[str], port: int) -> Service:
-        service = Service(name, argv, self.env(), self.workdir / f"{name}.log", port=port)
+        service = Service(name, argv, self.env(), self._dir / f"{name}.log", port=port)
         self.services.append(service.start())
         return service
 
@@ -199,12 +199,17 @@ class LocalStack:
             os.environ.clear()
             os.environ.update(saved)
 
+    @property
+    def _dir(self) -> Path:
+        assert self.workdir is not None  # set in __post_init__
+        return self.workdir
+
     def close(self) -> None:
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
         if self._temporary:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> LocalStack:
         return self

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,7 +17,7 @@ from pipeline.formats import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
 from pipeline.s3uri import S3Uri
 
 STS_MODELS = ("eleven_english_sts_v2", "eleven_multilingual_sts_v2")
-DEFAULT_MODEL_ID = "eleven_english_sts_v2"  # the API's own default when the field is left out
+DEFAULT_MODEL_ID: Final = "eleven_english_sts_v2"  # the API's own default when the field is left out
 MAX_SEED = 4294967295
 _VOICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

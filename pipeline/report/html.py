@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
-from pipeline.report.reconcile import Outcome, RunReport
+from pipeline.report.reconcile import RunReport
+from pipeline.states import LEDGER_STATES
 from pipeline.report.text import report_dict, retry_command
 
 MAX_BARS = 120  # throughput bars; longer runs are binned in wider intervals
@@ -83,7 +84,7 @@ def _verdict(data: dict[str, Any]) -> str:
 
 
 def _cards(data: dict[str, Any]) -> str:
-    names = ["lines", *(o.value for o in Outcome), "invalid", "credits"]
+    names = ["lines", *(o.value for o in LEDGER_STATES), "invalid", "credits"]
     cards = []
     for name in names:
         colour = _STATE_COLOURS.get(name, "#212121")
@@ -93,7 +94,7 @@ def _cards(data: dict[str, Any]) -> str:
 
 
 def _shard_table(data: dict[str, Any]) -> str:
-    columns = ["lines", *(o.value for o in Outcome), "invalid", "credits"]
+    columns = ["lines", *(o.value for o in LEDGER_STATES), "invalid", "credits"]
     head = "<tr><th>shard</th>" + "".join(f"<th class='num'>{c}</th>" for c in columns) + "</tr>"
     rows = []
     for index, shard in enumerate(data["shards"]):

@@ -19,30 +19,23 @@ provenance records when ``fetch_records`` is set, are read, by a pool of threads
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from pipeline.errors import redact
+from pipeline.errors import redact, summarize_rejection
 from pipeline.storage.scan import OutputPresence, scan_outputs
 from pipeline.manifest.load import (
     ManifestEntry,
-    ManifestLimits,
     ManifestProblem,
     Shard,
-    parse_manifest,
-    write_manifest,
 )
-from pipeline.storage.records import FAILURE_SCHEMA, failure_uri, provenance_uri
-from pipeline.run.stored import StoredRun
+from pipeline.errors import RecordError
+from pipeline.states import LEDGER_STATES, JobState
+from pipeline.storage.records import FailureRecord, ProvenanceRecord, failure_uri, provenance_uri
 from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage
 
@@ -50,19 +43,8 @@ from pipeline.storage.s3 import Storage
 FETCH_WORKERS = 16
 
 
-class Outcome(str, Enum):
-    """What S3 says about one job."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    DEFERRED = "deferred"
-    ORPHAN = "orphan"
-    MISSING = "missing"
-
-
 #: what ``retry`` re-runs by default; rejected jobs only on request (the same request would be refused again)
-RETRY_OUTCOMES = frozenset({Outcome.FAILED, Outcome.DEFERRED, Outcome.ORPHAN, Outcome.MISSING})
+RETRY_STATES = frozenset({JobState.FAILED, JobState.DEFERRED, JobState.ORPHAN, JobState.MISSING})
 
 
 @dataclass(frozen=True)
@@ -71,7 +53,7 @@ class JobResult:
 
     entry: ManifestEntry
     where: str  # FILE:LINE, as a user finds the line
-    state: Outcome
+    state: JobState
     output_exists: bool = False
     reason: str | None = None
     message: str | None = None
@@ -116,7 +98,7 @@ class ShardSummary:
     name: str
     label: str
     lines: int
-    counts: dict[Outcome, int]
+    counts: dict[JobState, int]
     invalid: int
     credits: float
     requests: int
@@ -142,7 +124,7 @@ class RunReport:
     @property
     def all_succeeded(self) -> bool:
         """True only when every line of every manifest is a job that succeeded."""
-        return not self.problems and all(r.state is Outcome.SUCCEEDED for r in self.results)
+        return not self.problems and all(r.state is JobState.SUCCEEDED for r in self.results)
 
     def shard_summaries(self) -> list[ShardSummary]:
         by_shard: dict[str, list[JobResult]] = defaultdict(list)
@@ -155,34 +137,34 @@ class RunReport:
         return _summary("total", "total", sum(s.line_count for s in self.shards),
                         sum(_invalid(s) for s in self.shards), self.results)
 
-    def in_state(self, state: Outcome) -> list[JobResult]:
+    def in_state(self, state: JobState) -> list[JobResult]:
         return [r for r in self.results if r.state is state]
 
-    def groups(self, state: Outcome) -> list[Group]:
+    def groups(self, state: JobState) -> list[Group]:
         """Jobs in ``state`` grouped by reason (by message for rejected jobs), largest group first."""
         grouped: dict[str, list[JobResult]] = defaultdict(list)
         for result in self.in_state(state):
-            key = result.message if state is Outcome.REJECTED else result.reason
+            key = result.message if state is JobState.REJECTED else result.reason
             grouped[key or "unknown"].append(result)
         return sorted((Group(k, v) for k, v in grouped.items()), key=lambda g: (-g.count, g.key))
 
     @property
     def orphans(self) -> list[JobResult]:
         """Jobs whose output exists without a provenance record, whatever their state."""
-        return [r for r in self.results if r.output_exists and r.state is not Outcome.SUCCEEDED]
+        return [r for r in self.results if r.output_exists and r.state is not JobState.SUCCEEDED]
 
     def flag_counts(self) -> Counter[str]:
         """How many outputs carry each quality flag."""
-        return Counter(flag for r in self.in_state(Outcome.SUCCEEDED) for flag in set(r.flags))
+        return Counter(flag for r in self.in_state(JobState.SUCCEEDED) for flag in set(r.flags))
 
     def measured(self, metric: str) -> list[float]:
         """The values of one quality metric (``drift_ms``, ``lufs``) over the outputs that have it."""
-        values = (getattr(r, metric) for r in self.in_state(Outcome.SUCCEEDED))
+        values = (getattr(r, metric) for r in self.in_state(JobState.SUCCEEDED))
         return [v for v in values if v is not None]
 
-    def throughput(self) -> list[tuple[datetime, Counter[Outcome]]]:
+    def throughput(self) -> list[tuple[datetime, Counter[JobState]]]:
         """Jobs finished per minute (UTC), by state; minutes with none are left out."""
-        minutes: dict[datetime, Counter[Outcome]] = defaultdict(Counter)
+        minutes: dict[datetime, Counter[JobState]] = defaultdict(Counter)
         for result in self.results:
             if result.finished_at is not None:
                 minutes[result.finished_at.replace(second=0, microsecond=0)][result.state] += 1
@@ -190,7 +172,7 @@ class RunReport:
 
     def to_retry(self, *, include_rejected: bool = False, shards: Iterable[str] = ()) -> list[JobResult]:
         """The jobs a retry re-runs: failed, deferred, orphaned and missing (and rejected, if asked), in order."""
-        wanted = RETRY_OUTCOMES | ({Outcome.REJECTED} if include_rejected else set())
+        wanted = RETRY_STATES | ({JobState.REJECTED} if include_rejected else set())
         only = set(shards)
         return [r for r in self.results if r.state in wanted and (not only or r.entry.shard in only)]
 
@@ -201,7 +183,7 @@ def _invalid(shard: Shard) -> int:
 
 def _summary(name: str, label: str, lines: int, invalid: int, results: Sequence[JobResult]) -> ShardSummary:
     counts = Counter(r.state for r in results)
-    return ShardSummary(name=name, label=label, lines=lines, counts={s: counts.get(s, 0) for s in Outcome},
+    return ShardSummary(name=name, label=label, lines=lines, counts={s: counts.get(s, 0) for s in LEDGER_STATES},
                         invalid=invalid, credits=round(sum(r.credits for r in results), 6),
                         requests=sum(r.requests for r in results))
 
@@ -212,74 +194,42 @@ def classify(entry: ManifestEntry, *, where: str, output_exists: bool, committed
              provenance: dict[str, Any] | None = None, failure: dict[str, Any] | None = None) -> JobResult:
     """A job's state from what exists beside its output and the records read.
 
-    ``committed`` says the provenance record exists (``provenance`` is its content, when it was read); ``failure`` is
-    the failure record's content, or None when there is none.
+    ``committed`` says the provenance record exists (``provenance`` is its stored content, when it was read);
+    ``failure`` is the failure record's stored content, or None when there is none.
     """
-    base = {"entry": entry, "where": where, "output_exists": output_exists}
+    base: dict[str, Any] = {"entry": entry, "where": where, "output_exists": output_exists}
     if committed:
-        record = provenance or {}
-        return JobResult(state=Outcome.SUCCEEDED, **base, **_cost(record), finished_at=_finished(record),
-                         quality=record.get("quality") if isinstance(record.get("quality"), dict) else {})
+        try:
+            record = ProvenanceRecord.from_dict(provenance)
+        except RecordError:  # committed all the same: its state is sure, its figures are not readable
+            return JobResult(state=JobState.SUCCEEDED, **base)
+        return JobResult(state=JobState.SUCCEEDED, **base, credits=record.cost.credits,
+                         requests=record.cost.requests, finished_at=record.finished_at, quality=record.quality)
     if failure is not None:
         return _from_failure(failure, base, entry)
-    return JobResult(state=Outcome.ORPHAN if output_exists else Outcome.MISSING, **base)
+    return JobResult(state=JobState.ORPHAN if output_exists else JobState.MISSING, **base)
 
 
-def _from_failure(record: dict[str, Any], base: dict[str, Any], entry: ManifestEntry) -> JobResult:
-    status = record.get("status")
-    if record.get("schema") != FAILURE_SCHEMA or status not in ("failed", "rejected", "deferred"):
-        return JobResult(state=Outcome.FAILED, **base, reason="unreadable_record",
+def _from_failure(stored: dict[str, Any], base: dict[str, Any], entry: ManifestEntry) -> JobResult:
+    try:
+        record = FailureRecord.from_dict(stored)
+    except RecordError:
+        return JobResult(state=JobState.FAILED, **base, reason="unreadable_record",
                          message=f"{failure_uri(S3Uri.parse(entry.output))} is not a failure record this version "
                                  "reads; inspect it, then delete it to have the job retried as missing")
-    error = record.get("error") if isinstance(record.get("error"), dict) else {}
-    message = str(error.get("message") or "")
-    if status == "rejected":
-        message = summarize_rejection(error.get("detail"), message)
-    return JobResult(state=Outcome(status), **base, reason=str(error.get("reason") or status),
-                     message=redact(message), error_class=error.get("error_class"),
-                     http_status=error.get("status"), request_id=error.get("request_id"), **_cost(record),
-                     finished_at=_parse_time(record.get("at")))
+    message = record.message
+    if record.state is JobState.REJECTED:
+        message = summarize_rejection(record.error.get("detail"), message)
+    status = record.error.get("status")
+    return JobResult(state=record.state, **base, reason=record.reason, message=redact(message),
+                     error_class=_text_or_none(record.error.get("error_class")),
+                     http_status=status if isinstance(status, int) else None,
+                     request_id=_text_or_none(record.error.get("request_id")), credits=record.cost.credits,
+                     requests=record.cost.requests, finished_at=record.finished_at)
 
 
-def summarize_rejection(detail: Any, fallback: str = "") -> str:
-    """The API's 422 body in one line: ``field.path: message; ...`` for a validation list, else its message."""
-    if isinstance(detail, list) and detail:
-        parts = []
-        for item in detail:
-            if not isinstance(item, dict):
-                parts.append(str(item))
-                continue
-            loc = [str(part) for part in item.get("loc") or []]
-            if loc[:1] == ["body"]:
-                loc = loc[1:]  # every field of a request is in its body; the rest of the path names it
-            text = str(item.get("msg") or item.get("message") or json.dumps(item, sort_keys=True))
-            parts.append(f"{'.'.join(loc)}: {text}" if loc else text)
-        return "; ".join(parts)
-    if isinstance(detail, dict) and (detail.get("message") or detail.get("msg")):
-        return str(detail.get("message") or detail.get("msg"))
-    if isinstance(detail, str) and detail:
-        return detail
-    return fallback or "rejected by the API (422) without a detail"
-
-
-def _cost(record: dict[str, Any]) -> dict[str, Any]:
-    cost = record.get("cost") if isinstance(record.get("cost"), dict) else {}
-    return {"credits": _number(cost.get("credits")) or 0.0, "requests": int(_number(cost.get("requests")) or 0)}
-
-
-def _finished(record: dict[str, Any]) -> datetime | None:
-    timings = record.get("timings") if isinstance(record.get("timings"), dict) else {}
-    return _parse_time(timings.get("finished_at"))
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+def _text_or_none(value: Any) -> str | None:
+    return str(value) if value is not None else None
 
 
 def _number(value: Any) -> float | None:
@@ -343,52 +293,3 @@ def _fetch(storage: Storage, uris: Sequence[S3Uri], workers: int) -> dict[str, d
     pool_size = getattr(storage.client.meta.config, "max_pool_connections", workers)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, pool_size, len(uris)))) as pool:
         return {str(uri): record for uri, record in zip(uris, pool.map(read, uris))}
-
-
-def shards_of_run(stored: StoredRun, *, output_prefix: str | None = None,
-                  limits: ManifestLimits | None = None) -> list[Shard]:
-    """Parse a stored run's manifests as they were submitted (its own output prefix unless one is given)."""
-    prefix = output_prefix if output_prefix is not None else stored.info.get("output_prefix")
-    return [parse_manifest(data, name, output_prefix=prefix, limits=limits)
-            for name, data in sorted(stored.manifests.items())]
-
-
-# --- retry manifests
-
-def retry_lines(results: Iterable[JobResult]) -> dict[str, list[dict[str, Any]]]:
-    """Each shard's lines to re-run, as the user wrote them (so every file is a valid manifest), in line order."""
-    lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for result in sorted(results, key=lambda r: (r.entry.shard, r.entry.line)):
-        lines[result.entry.shard].append(result.entry.raw)
-    return dict(lines)
-
-
-def write_retry_manifests(target: str | Path, results: Iterable[JobResult]) -> list[Path]:
-    """Write the lines to re-run; return the files written (none when there is nothing to re-run).
-
-    ``target`` a directory (it exists, or ends with ``/``): one file per shard, named like the shard. Otherwise one
-    file holding every shard's lines, in the format its suffix names.
-    """
-    lines = retry_lines(results)
-    if not lines:
-        return []
-    path = Path(target)
-    if path.is_dir() or str(target).endswith(("/", os.sep)):
-        path.mkdir(parents=True, exist_ok=True)
-        for name, shard_lines in lines.items():
-            write_manifest(path / name, shard_lines)
-        return [path / name for name in lines]
-    write_manifest(path, [line for shard_lines in lines.values() for line in shard_lines])
-    return [path]
-
-
-def retry_manifest_bytes(results: Iterable[JobResult]) -> dict[str, bytes]:
-    """The retry manifests' bytes, one per shard named like it (what a retry run stores and enqueues)."""
-    lines = retry_lines(results)
-    with tempfile.TemporaryDirectory(prefix="sts-retry-") as tmp:
-        out: dict[str, bytes] = {}
-        for name, shard_lines in lines.items():
-            target = Path(tmp) / name
-            write_manifest(target, shard_lines)
-            out[name] = target.read_bytes()
-    return out

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.report.reconcile import Group, JobResult, Outcome, RunReport, ShardSummary
+from pipeline.report.reconcile import Group, JobResult, RunReport, ShardSummary
+from pipeline.states import LEDGER_STATES, JobState
 
 REPORT_SCHEMA = "sts-pipeline/reconcile"
 SCHEMA_VERSION = 1
@@ -41,15 +42,15 @@ def report_dict(report: RunReport, *, examples: int = EXAMPLES) -> dict[str, Any
         "all_succeeded": report.all_succeeded,
         "totals": _counts(totals),
         "shards": [{"name": s.name, "file": s.label, **_counts(s)} for s in summaries],
-        "failures": [_group(g, "reason", examples) for g in report.groups(Outcome.FAILED)],
-        "rejected": [_group(g, "message", examples) for g in report.groups(Outcome.REJECTED)],
-        "deferred": [_group(g, "reason", examples) for g in report.groups(Outcome.DEFERRED)],
-        "missing": [_job(r) for r in report.in_state(Outcome.MISSING)],
+        "failures": [_group(g, "reason", examples) for g in report.groups(JobState.FAILED)],
+        "rejected": [_group(g, "message", examples) for g in report.groups(JobState.REJECTED)],
+        "deferred": [_group(g, "reason", examples) for g in report.groups(JobState.DEFERRED)],
+        "missing": [_job(r) for r in report.in_state(JobState.MISSING)],
         "orphans": [{**_job(r), "state": r.state.value} for r in report.orphans],
         "invalid": [{"where": f"{p.file}:{p.line}", "field": p.field, "message": p.message}
                     for p in report.problems],
         "quality": {
-            "measured": sum(1 for r in report.in_state(Outcome.SUCCEEDED) if r.quality),
+            "measured": sum(1 for r in report.in_state(JobState.SUCCEEDED) if r.quality),
             "flags": dict(sorted(report.flag_counts().items(), key=lambda item: (-item[1], item[0]))),
             "drift_ms": _stats(report.measured("drift_ms")),
             "lufs": _stats(report.measured("lufs")),
@@ -57,12 +58,12 @@ def report_dict(report: RunReport, *, examples: int = EXAMPLES) -> dict[str, Any
         "cost": {"credits": credits(totals.credits), "requests": totals.requests,
                  "by_shard": {s.name: credits(s.credits) for s in summaries}},
         "throughput": [{"minute": minute.strftime("%Y-%m-%dT%H:%MZ"), "finished": sum(states.values()),
-                        "succeeded": states.get(Outcome.SUCCEEDED, 0)} for minute, states in report.throughput()],
+                        "succeeded": states.get(JobState.SUCCEEDED, 0)} for minute, states in report.throughput()],
     }
 
 
 def _counts(summary: ShardSummary) -> dict[str, Any]:
-    return {"lines": summary.lines, "jobs": summary.jobs, **{o.value: summary.counts[o] for o in Outcome},
+    return {"lines": summary.lines, "jobs": summary.jobs, **{o.value: summary.counts[o] for o in LEDGER_STATES},
             "invalid": summary.invalid, "credits": credits(summary.credits), "requests": summary.requests}
 
 
@@ -145,7 +146,7 @@ def print_report(report: RunReport, console: Console) -> None:
 def _shard_table(data: dict[str, Any]) -> Table:
     title = f"run {data['run_id']}" if data["run_id"] else "reconcile"
     table = Table(title=title)
-    columns = ("lines", *(o.value for o in Outcome), "invalid", "credits")
+    columns = ("lines", *(o.value for o in LEDGER_STATES), "invalid", "credits")
     table.add_column("shard")
     for column in columns:
         table.add_column(column, justify="right")

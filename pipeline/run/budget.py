@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
+from pipeline._redis import is_hash_tag_safe, text
 from pipeline.errors import BudgetExceededError
 
 __all__ = ["Budget", "Reservation"]
@@ -91,7 +92,7 @@ class Budget:
     def __init__(
         self, redis: redis.Redis, run_id: str, *, reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S
     ) -> None:
-        if not run_id or any(ch.isspace() or ch in "{}" for ch in run_id):
+        if not is_hash_tag_safe(run_id):
             raise ValueError(f"run_id must be non-empty, without spaces or braces: {run_id!r}")
         self._redis = redis
         self._run_id = run_id
@@ -118,7 +119,7 @@ class Budget:
         if estimate < 0:
             raise ValueError(f"a cost estimate cannot be negative: {estimate}")
         token = secrets.token_hex(12)
-        ok, spent, reserved, limit = (_text(v) for v in self._reserve(
+        ok, spent, reserved, limit = (text(v) for v in self._reserve(
             keys=self._keys, args=[token, repr(float(estimate)), self._reservation_ttl_ms, BUDGET_TTL_S, _EPSILON]
         ))
         if ok != "1":
@@ -155,13 +156,9 @@ class Budget:
 
     def reserved(self) -> float:
         """Credits held by requests in flight."""
-        return float(_text(self._reserved(keys=self._keys[1:])))
+        return float(text(self._reserved(keys=self._keys[1:])))
 
     def limit(self) -> float | None:
         """The run's limit in credits; None = unlimited."""
         value = self._redis.hget(self._keys[0], "limit")
         return float(value) if value is not None else None
-
-
-def _text(value: bytes | str | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -16,7 +16,8 @@ from pipeline.audio.ffmpeg import probe_url_duration
 from pipeline.config import Settings
 from pipeline.storage.scan import scan_outputs
 from pipeline.manifest.load import ManifestEntry, Shard
-from pipeline.storage.records import provenance_uri
+from pipeline.errors import RecordError
+from pipeline.storage.records import ProvenanceRecord, provenance_uri
 from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage
 
@@ -80,12 +81,15 @@ def _history(storage: Storage, committed: list[str]) -> tuple[float, float, int]
         found = storage.get_json(provenance_uri(S3Uri.parse(uri)))
         if found is None:
             continue
-        record, _ = found
-        seconds = float(record.get("input", {}).get("duration_s") or 0)
+        try:
+            record = ProvenanceRecord.from_dict(found[0])
+        except RecordError:
+            continue
+        seconds = float(record.input.get("duration_s") or 0)
         if seconds <= 0:
             continue
-        credits += float(record.get("cost", {}).get("credits") or 0)
-        api_s += sum(float(a.get("duration_s") or 0) for a in record.get("attempts", []) if a.get("outcome") == "ok")
+        credits += record.cost.credits
+        api_s += sum(float(a.get("duration_s") or 0) for a in record.attempts if a.get("outcome") == "ok")
         audio_s += seconds
         read += 1
     if not read or audio_s <= 0:

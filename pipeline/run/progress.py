@@ -11,15 +11,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.errors import RunStateLost
-from pipeline.run.state import JobState, RunState
+from pipeline.run.state import RunState
+from pipeline.states import LIVE_STATES, NOT_SUCCEEDED
 
-TERMINAL = [s.value for s in JobState if s.terminal]
+TERMINAL = [s.value for s in LIVE_STATES if s.terminal]
 #: how long a waiting command rides out an unreachable Redis before it gives up
 REDIS_OUTAGE_S = 120.0
 
 
 def done_count(counts: Counter[str]) -> int:
     return sum(counts.get(state, 0) for state in TERMINAL)
+
+
+def not_succeeded(counts: Counter[str]) -> int:
+    """Jobs that failed, were rejected or deferred, or are still queued or running: a waiting command exits 1."""
+    return sum(counts.get(state.value, 0) for state in NOT_SUCCEEDED)
 
 
 def wait_for_run(client: redis.Redis, run_id: str, total: int, *, console: Console, poll_s: float = 0.5,
@@ -67,7 +73,7 @@ def counts_table(title: str, counts: Counter[str]) -> Table:
     table = Table(title=title)
     table.add_column("state")
     table.add_column("jobs", justify="right")
-    for state in JobState:
+    for state in LIVE_STATES:
         table.add_row(state.value, str(counts.get(state.value, 0)))
     table.add_row("[bold]total", f"[bold]{sum(counts.values())}")
     return table

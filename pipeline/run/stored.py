@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipeline.config import Settings
+from pipeline.manifest.load import ManifestLimits, Shard, parse_manifest
 from pipeline.errors import ConfigError
 from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage
@@ -68,3 +69,11 @@ def load_run(storage: Storage, root: S3Uri, run_id: str) -> StoredRun:
     info, _ = found
     manifests = {name: storage.get_bytes(_join(root, run_id, "manifests", name)) for name in info["shards"]}
     return StoredRun(run_id, info, manifests)
+
+
+def shards_of_run(stored: StoredRun, *, output_prefix: str | None = None,
+                  limits: ManifestLimits | None = None) -> list[Shard]:
+    """Parse a stored run's manifests as they were submitted (its own output prefix unless one is given)."""
+    prefix = output_prefix if output_prefix is not None else stored.info.get("output_prefix")
+    return [parse_manifest(data, name, output_prefix=prefix, limits=limits)
+            for name, data in sorted(stored.manifests.items())]

@@ -1,10 +1,10 @@
-"""The loader: turns validated shards into one Celery task per job, skipping what S3 says is already done."""
+"""Submit: turn validated shards into one Celery task per job, skipping what S3 says is already done."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -12,12 +12,14 @@ from celery import Celery
 
 from pipeline import __version__
 from pipeline.run.budget import Budget
-from pipeline.conversion.job import TASK_CONVERT, JobMessage
 from pipeline.storage.scan import scan_outputs
 from pipeline.manifest.load import ManifestEntry, Shard
-from pipeline.run.state import JobState, RunState
+from pipeline.run.message import TASK_CONVERT, JobMessage, task_id
+from pipeline.run.state import RunState
+from pipeline.run.stored import save_run
+from pipeline.s3uri import S3Uri
+from pipeline.states import JobState
 from pipeline.storage.s3 import Storage
-
 
 
 @dataclass
@@ -26,12 +28,6 @@ class SubmitReport:
     jobs: int = 0
     enqueued: int = 0
     skipped: int = 0
-    enqueued_ids: list[str] = field(default_factory=list)
-
-
-def task_id(run_id: str, job_id: str) -> str:
-    """Celery task id: the run and the job, so a job's deliveries in one run are easy to find."""
-    return f"{run_id}:{job_id}"
 
 
 def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence[Shard], *, run_id: str,
@@ -61,7 +57,16 @@ def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence
                                  queued_at=now)
             app.send_task(TASK_CONVERT, args=[message.to_dict()], task_id=task_id(run_id, entry.job_id),
                           producer=producer)
-            report.enqueued_ids.append(entry.job_id)
     report.enqueued = len(todo)
     report.skipped = len(skipped)
     return report
+
+
+def start_run(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence[Shard], *, run_id: str,
+              root: S3Uri, info: dict[str, Any], manifests: dict[str, bytes], budget_credits: float | None = None,
+              force: bool = False, entries: Sequence[ManifestEntry] | None = None) -> SubmitReport:
+    """Store the run's copy in S3 (so it can be found from any machine), then enqueue its jobs."""
+    save_run(storage, root, run_id, {**info, "budget": budget_credits, "runs_root": str(root)}, manifests)
+    live_info = {"runs_root": str(root), **{k: v for k, v in info.items() if k == "retry_of"}}
+    return enqueue(app, storage, client, shards, run_id=run_id, force=force, budget_credits=budget_credits,
+                   info=live_info, entries=entries)

@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from pipeline.config import Settings
-from pipeline.errors import InputError, PipelineError, StorageUnavailableError
+from pipeline.errors import ConditionFailed, InputError, PipelineError, StorageUnavailableError
 from pipeline.s3uri import S3Uri
 
 CHUNK_BYTES = 1024 * 1024
@@ -34,12 +34,6 @@ class ObjectInfo:
     last_modified: datetime | None = None
     content_type: str | None = None
     sha256: str | None = None  # from our own upload metadata, when present
-
-
-class ConditionFailed(PipelineError):
-    """A conditional write found the object already there (412) or changed (If-Match)."""
-
-    reason = "condition_failed"
 
 
 def _status(error: ClientError) -> int:

@@ -11,7 +11,6 @@ import redis
 from pipeline.run.budget import Budget
 from pipeline.errors import BudgetExceededError
 
-pytestmark = pytest.mark.integration
 
 
 def test_reserve_settle_release_arithmetic(redis_client: redis.Redis) -> None:

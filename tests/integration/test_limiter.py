@@ -21,7 +21,6 @@ from pipeline.local.services import LocalStack
 from pipeline.errors import SlotUnavailableError
 from pipeline.api.limiter import Limiter, LimiterConfig, key_id_for
 
-pytestmark = pytest.mark.integration
 
 KEY_ID = key_id_for("test-api-key-not-real")
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import redis
 from click.testing import CliRunner, Result
 
@@ -22,14 +21,14 @@ from pipeline.local.services import LocalStack, free_port
 from pipeline.errors import ApiError, BudgetExceededError, InputError
 from pipeline.manifest.load import Shard, load_manifests
 from pipeline.storage.records import commit, failure_uri, record_failure
-from pipeline.report.reconcile import Outcome, reconcile
+from pipeline.report.reconcile import reconcile
 from pipeline.run.stored import load_run, save_run
-from pipeline.run.state import JobState, RunState
+from pipeline.run.state import RunState
+from pipeline.states import JobState
 from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage
-from tests.test_reconcile import failure, line, provenance, rejected_error
+from tests.report.test_reconcile import failure, line, provenance, rejected_error
 
-pytestmark = pytest.mark.integration
 
 EXPECTED = {"a.jsonl:1": "succeeded", "a.jsonl:2": "succeeded", "a.jsonl:3": "failed", "a.jsonl:4": "rejected",
             "a.jsonl:5": "missing", "b.jsonl:1": "succeeded", "b.jsonl:2": "deferred", "b.jsonl:3": "orphan",
@@ -110,7 +109,7 @@ def test_every_state_from_s3(stack: LocalStack, bucket: str, tmp_path: Path) -> 
     assert {r.where.rsplit("/", 1)[-1]: r.state.value for r in report.results} == EXPECTED
     assert [r.where.rsplit("/", 1)[-1] for r in report.orphans] == ["b.jsonl:3"]
     assert report.totals().credits == 101.5 and report.flag_counts() == {"too_loud": 1}
-    assert [g.key for g in report.groups(Outcome.FAILED)] == ["http_404", "missing_input"]
+    assert [g.key for g in report.groups(JobState.FAILED)] == ["http_404", "missing_input"]
     # without provenance reads the states are the same; only the failure records' cost is known
     light = reconcile(storage, shards, fetch_records=False)
     assert [r.state for r in light.results] == [r.state for r in report.results]
@@ -118,7 +117,7 @@ def test_every_state_from_s3(stack: LocalStack, bucket: str, tmp_path: Path) -> 
     # a failure record that is not JSON is reported, not a crash
     storage.put_bytes(failure_uri(S3Uri.parse(shards[0].entries[4].output)), b"{half a record")
     garbled = reconcile(storage, shards).results[4]
-    assert (garbled.state, garbled.reason) == (Outcome.FAILED, "unreadable_record")
+    assert (garbled.state, garbled.reason) == (JobState.FAILED, "unreadable_record")
 
 
 def test_reconcile_cli_from_s3_alone(stack: LocalStack, bucket: str, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from pipeline.local.services import LocalStack
 from pipeline.errors import ApiError, BudgetExceededError, InputError
@@ -18,9 +17,8 @@ from pipeline.manifest.load import load_manifests
 from pipeline.storage.records import commit, record_failure
 from pipeline.s3uri import S3Uri
 from tests.integration.test_reconcile_s3 import cli, no_redis, storage_for
-from tests.test_reconcile import failure, line, provenance, rejected_error
+from tests.report.test_reconcile import failure, line, provenance, rejected_error
 
-pytestmark = pytest.mark.integration
 
 CHROMIUM = ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from pipeline.run.state import DeliveryGuard, JobState, RunState
+from pipeline.conversion.guard import DeliveryGuard
+from pipeline.run.state import RunState
+from pipeline.states import JobState
 
 
 def test_the_guard_counts_unclean_deliveries_only(redis_client: redis.Redis) -> None:

@@ -27,7 +27,7 @@ from pipeline.local.services import LocalStack, free_port
 from pipeline.errors import PipelineError, redact, register_secret
 from pipeline.manifest.job import Job
 from pipeline.run.progress import wait_for_run
-from pipeline.api.client import CallError, StsClient
+from pipeline.api.client import StsClient
 from tests.secret_scan import Hit, SecretScanner, scan
 from tests.support import VOICES, lane, write_input, write_jsonl
 
@@ -104,12 +104,12 @@ def _client_error_texts(server: str, tmp: Path) -> dict[str, str]:
     texts: dict[str, str] = {}
     for name, (base_url, key, audio) in cases.items():
         with StsClient(base_url, key, connect_timeout_s=2, read_timeout_s=10) as client:
-            with pytest.raises(CallError) as caught:
-                client.convert(job, audio, tmp / f"{name}.out")
-        error: PipelineError = caught.value.error
-        texts[name] = "\n".join([str(caught.value), repr(caught.value), error.message, repr(error),
-                                 json.dumps(error.to_record(), default=str), repr(caught.value.failed),
-                                 *traceback.format_exception(caught.value)])
+            with pytest.raises(PipelineError) as caught:
+                client.stream(job, audio, tmp / f"{name}.out")
+        error: PipelineError = caught.value
+        texts[name] = "\n".join([str(error), repr(error), error.message,
+                                 json.dumps(error.to_record(), default=str), repr(error.response),
+                                 *traceback.format_exception(error)])
     return texts
 
 

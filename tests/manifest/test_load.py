@@ -23,7 +23,7 @@ from pipeline.manifest.load import (
 )
 from pipeline.offline.voices import VOICES
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 DATASET_PREFIX = "s3://voice-datasets/converted"
 
 

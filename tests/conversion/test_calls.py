@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.conversion.calls import CallContext, convert_with_retries
+from pipeline.conversion.calls import AttemptRecord, CallContext, convert_with_retries
 from pipeline.run.budget import Reservation
 from pipeline.config import Settings
 from pipeline.errors import TransientError
@@ -60,10 +60,11 @@ def test_paid_audio_is_kept_when_redis_cannot_record_it(tmp_path: Path) -> None:
     ctx = _context(httpx.Response(200, content=pcm, headers={"character-cost": "17", "request-id": "req-1"}))
     audio = tmp_path / "in.wav"
     audio.write_bytes(b"not read by the mock")
-    conversion = convert_with_retries(ctx, _job(), audio, tmp_path / "out.pcm", input_s=1.0,
-                                      audio_content_type="audio/wav")
-    assert [a.outcome for a in conversion.attempts] == ["ok"]
-    assert conversion.attempts[0].credits == 17
+    attempts: list[AttemptRecord] = []
+    convert_with_retries(ctx, _job(), audio, tmp_path / "out.pcm", input_s=1.0, audio_content_type="audio/wav",
+                         attempts=attempts)
+    assert [a.outcome for a in attempts] == ["ok"]
+    assert attempts[0].credits == 17
     assert (tmp_path / "out.pcm").read_bytes() == pcm
 
 

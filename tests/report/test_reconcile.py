@@ -7,19 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ApiError, BudgetExceededError, InputError, RejectedError
-from pipeline.manifest.load import ManifestEntry, Shard, load_manifest, parse_manifest
-from pipeline.storage.records import PROVENANCE_SCHEMA, SCHEMA_VERSION, build_failure
 from pipeline.audio.quality import QualityReport
-from pipeline.report.reconcile import (
-    JobResult,
-    Outcome,
-    RunReport,
-    classify,
-    retry_lines,
-    summarize_rejection,
-    write_retry_manifests,
-)
+from pipeline.errors import ApiError, BudgetExceededError, InputError, PipelineError, RejectedError, summarize_rejection
+from pipeline.manifest.load import ManifestEntry, Shard, load_manifest, parse_manifest
+from pipeline.report.reconcile import JobResult, RunReport, classify
+from pipeline.run.retry import retry_lines, write_retry_manifests
+from pipeline.states import LEDGER_STATES, JobState
+from pipeline.storage.examples import example_failure, example_identity, example_provenance
+from pipeline.storage.records import FailureRecord, JobIdentity, ProvenanceRecord
 from pipeline.report.text import CSV_COLUMNS, report_dict, write_csv
 
 REJECT_DETAIL = [{"loc": ["body", "voice_settings", "stability"], "msg": "Input should be less than or equal to 1",
@@ -36,11 +31,9 @@ def make_shard(name: str, lines: list[dict[str, Any] | str]) -> Shard:
     return parse_manifest(text.encode(), name)
 
 
-def identity(entry: ManifestEntry) -> dict[str, Any]:
-    """The identity part both records share (convert._identity)."""
-    return {"job_id": entry.job_id, "run_id": "run-1", "shard": entry.shard, "line": entry.line,
-            "manifest_id": entry.job.id, "metadata": entry.job.metadata, "input": {"uri": entry.job.input},
-            "output": {"uri": entry.output}}
+def identity(entry: ManifestEntry) -> JobIdentity:
+    return example_identity(job_id=entry.job_id, shard=entry.shard, line=entry.line, input_uri=entry.job.input,
+                            output_uri=entry.output, manifest_id=entry.job.id, metadata=entry.job.metadata)
 
 
 def quality(drift_ms: float = 12.0, lufs: float | None = -20.0, flags: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -50,41 +43,16 @@ def quality(drift_ms: float = 12.0, lufs: float | None = -20.0, flags: tuple[str
 
 
 def provenance(entry: ManifestEntry, *, credits: float = 50.0, finished_at: str = "2025-03-01T10:00:30+00:00",
-               drift_ms: float = 12.0, lufs: float | None = -20.0, flags: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A provenance record as convert._convert writes it and provenance.commit completes it."""
-    return {
-        **identity(entry),
-        "input": {"uri": entry.job.input, "etag": "e", "size_bytes": 96044, "sha256": "a" * 64, "duration_s": 3.0,
-                  "codec": "pcm_s16le", "sample_rate": 16000, "channels": 1, "format_name": "wav"},
-        "request": {"endpoint": "/v1/speech-to-speech/{voice_id}/stream", "api_base_url": "http://127.0.0.1:1",
-                    "params": entry.job.request_params(), "prepared": {"file_format": "other", "size_bytes": 96044}},
-        "attempts": [{"n": 1, "status": 200, "request_id": "req-ok", "credits": credits}],
-        "request_ids": ["req-ok"],
-        "segments": None,
-        "output": {"uri": entry.output, "size_bytes": 48000, "sha256": "b" * 64, "duration_s": 3.012,
-                   "content_type": "audio/mpeg", "output_format": "mp3_44100_128"},
-        "quality": quality(drift_ms, lufs, flags),
-        "cost": {"credits": credits, "requests": 1},
-        "timings": {"queued_at": "2025-03-01T10:00:00+00:00", "started_at": "2025-03-01T10:00:01+00:00",
-                    "finished_at": finished_at, "queue_wait_s": 1.0, "download_s": 0.1, "prepare_s": 0.1,
-                    "convert_s": 2.0, "upload_s": 0.1, "total_s": 2.5},
-        "worker": {"host": "h", "pid": 1, "package_version": "0.1.0", "celery_task_id": "t",
-                   "unclean_deliveries_before": 0},
-        "schema": PROVENANCE_SCHEMA, "schema_version": SCHEMA_VERSION, "status": "succeeded",
-    }
+               drift_ms: float = 12.0, lufs: float | None = -20.0, flags: tuple[str, ...] = ()) -> ProvenanceRecord:
+    """A provenance record as the worker writes it."""
+    return example_provenance(identity(entry), credits=credits, finished_at=finished_at,
+                              quality=quality(drift_ms, lufs, flags), params=entry.job.request_params())
 
 
-def failure(entry: ManifestEntry, error: Exception, *, credits: float = 0.0,
-            at: str = "2025-03-01T10:01:10+00:00") -> dict[str, Any]:
-    """A failure record as convert._fail builds it; a deferred job made no request."""
-    request_id = getattr(error, "request_id", None)
-    attempts = [] if isinstance(error, BudgetExceededError) else [
-        {"n": 1, "status": getattr(error, "status", None), "request_id": request_id, "credits": credits}]
-    return build_failure(error=error, base={  # type: ignore[arg-type]
-        **identity(entry), "attempts": attempts, "request_ids": [request_id] if request_id else [],
-        "cost": {"credits": credits, "requests": len(attempts)}, "at": at,
-        "worker": {"host": "h", "pid": 1, "package_version": "0.1.0", "celery_task_id": "t",
-                   "unclean_deliveries_before": 0}})
+def failure(entry: ManifestEntry, error: PipelineError, *, credits: float = 0.0,
+            at: str = "2025-03-01T10:01:10+00:00") -> FailureRecord:
+    """A failure record as the worker writes it; a deferred job made no request."""
+    return example_failure(identity(entry), error, credits=credits, at=at)
 
 
 def rejected_error() -> RejectedError:
@@ -92,10 +60,13 @@ def rejected_error() -> RejectedError:
 
 
 def result(shard: Shard, index: int, *, output: bool = False, committed: bool = False,
-           prov: dict[str, Any] | None = None, fail: dict[str, Any] | None = None) -> JobResult:
+           prov: ProvenanceRecord | dict[str, Any] | None = None,
+           fail: FailureRecord | dict[str, Any] | None = None) -> JobResult:
+    """Classify from records as S3 holds them (stored dicts; a dict given is stored as is, odd ones included)."""
     entry = shard.entries[index]
     return classify(entry, where=f"{shard.label}:{entry.line}", output_exists=output, committed=committed,
-                    provenance=prov, failure=fail)
+                    provenance=prov if prov is None or isinstance(prov, dict) else prov.to_dict(),
+                    failure=fail if fail is None or isinstance(fail, dict) else fail.to_dict())
 
 
 # --- classification
@@ -114,26 +85,26 @@ def test_every_state_from_the_records() -> None:
     missing = result(shard, 6)
     failed_with_output = result(shard, 7, output=True, fail=failure(e[7], InputError("not audio", reason="not_audio")))
 
-    assert ok.state is Outcome.SUCCEEDED and ok.credits == 50.0 and ok.flags == ["clipping"] and ok.drift_ms == 12.0
+    assert ok.state is JobState.SUCCEEDED and ok.credits == 50.0 and ok.flags == ["clipping"] and ok.drift_ms == 12.0
     assert ok.finished_at is not None and ok.finished_at.isoformat() == "2025-03-01T10:00:30+00:00"
-    assert both.state is Outcome.SUCCEEDED and both.reason is None  # a success wins over a stale failure record
+    assert both.state is JobState.SUCCEEDED and both.reason is None  # a success wins over a stale failure record
     assert (failed.state, failed.reason, failed.http_status, failed.request_id, failed.error_class) == (
-        Outcome.FAILED, "http_404", 404, "req-404", "ApiError")
-    assert rejected.state is Outcome.REJECTED and rejected.http_status == 422
+        JobState.FAILED, "http_404", 404, "req-404", "ApiError")
+    assert rejected.state is JobState.REJECTED and rejected.http_status == 422
     assert rejected.message == "voice_settings.stability: Input should be less than or equal to 1"
-    assert deferred.state is Outcome.DEFERRED and deferred.reason == "budget"
-    assert orphan.state is Outcome.ORPHAN and orphan.output_exists
-    assert missing.state is Outcome.MISSING and not missing.output_exists and missing.finished_at is None
-    assert failed_with_output.state is Outcome.FAILED and failed_with_output.reason == "not_audio"
+    assert deferred.state is JobState.DEFERRED and deferred.reason == "budget"
+    assert orphan.state is JobState.ORPHAN and orphan.output_exists
+    assert missing.state is JobState.MISSING and not missing.output_exists and missing.finished_at is None
+    assert failed_with_output.state is JobState.FAILED and failed_with_output.reason == "not_audio"
     assert failed.where == "a.jsonl:3"
 
 
 def test_a_success_not_read_still_counts_and_an_unreadable_failure_record_is_a_failure() -> None:
     shard = make_shard("a.jsonl", [line("a", 1), line("a", 2)])
     unread = result(shard, 0, output=True, committed=True)
-    assert unread.state is Outcome.SUCCEEDED and unread.credits == 0.0 and unread.quality == {}
+    assert unread.state is JobState.SUCCEEDED and unread.credits == 0.0 and unread.quality == {}
     odd = result(shard, 1, fail={"schema": "something-else", "status": "failed"})
-    assert odd.state is Outcome.FAILED and odd.reason == "unreadable_record"
+    assert odd.state is JobState.FAILED and odd.reason == "unreadable_record"
     assert "s3://out-bucket/a/2.mp3.failure.json" in (odd.message or "")
 
 
@@ -177,8 +148,8 @@ def test_per_shard_and_total_counts_and_cost() -> None:
     report = _run()
     a, b = report.shard_summaries()
     assert (a.name, a.lines, a.invalid, a.jobs) == ("a.jsonl", 6, 1, 5)
-    assert [a.counts[o] for o in Outcome] == [2, 1, 1, 0, 0, 1]
-    assert [b.counts[o] for o in Outcome] == [1, 1, 0, 1, 1, 0]
+    assert [a.counts[o] for o in LEDGER_STATES] == [2, 1, 1, 0, 0, 1]
+    assert [b.counts[o] for o in LEDGER_STATES] == [1, 1, 0, 1, 1, 0]
     assert (a.credits, b.credits) == (75.5, 40.0)
     total = report.totals()
     assert (total.lines, total.jobs, total.invalid, total.credits, total.requests) == (10, 9, 1, 115.5, 6)
@@ -187,10 +158,10 @@ def test_per_shard_and_total_counts_and_cost() -> None:
 
 def test_groups_flags_and_throughput() -> None:
     report = _run()
-    [failed] = report.groups(Outcome.FAILED)
+    [failed] = report.groups(JobState.FAILED)
     assert (failed.key, failed.count, [r.where for r in failed.results]) == (
         "missing_input", 2, ["a.jsonl:3", "b.jsonl:2"])
-    [rejected] = report.groups(Outcome.REJECTED)
+    [rejected] = report.groups(JobState.REJECTED)
     assert rejected.key == "voice_settings.stability: Input should be less than or equal to 1"
     assert [r.where for r in report.orphans] == ["b.jsonl:4"]
     assert report.flag_counts() == {"duration_drift": 1, "too_loud": 1}

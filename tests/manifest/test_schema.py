@@ -13,7 +13,7 @@ from pipeline.manifest.job import Job, VoiceSettings
 from pipeline.manifest.load import load_manifest
 from pipeline.manifest.schema import DESCRIPTIONS, manifest_line_schema, render_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "manifests" / "schema.json"
 EXAMPLES = sorted((ROOT / "manifests" / "examples").iterdir())
 

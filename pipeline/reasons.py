@@ -1,0 +1,105 @@
+"""Every ``reason`` code a failure record, a deferral or a report can carry: the one list of them.
+
+Reports group failures by these codes, so they are a contract with the people who read reports and with scripts.
+``README.md``'s failure table is checked against this list by a test. The one family that is not listed code by code
+is ``http_<status>``: the service answered a status no other code names (see ``http_reason``).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = ["REASON_DESCRIPTIONS", "Reason", "http_reason"]
+
+
+class Reason(str, Enum):
+    # the input object
+    MISSING_INPUT = "missing_input"
+    MISSING_OBJECT = "missing_object"
+    MISSING_BUCKET = "missing_bucket"
+    MISSING_OUTPUT_BUCKET = "missing_output_bucket"
+    INPUT_BUCKET_NOT_ALLOWED = "input_bucket_not_allowed"
+    OUTPUT_BUCKET_NOT_ALLOWED = "output_bucket_not_allowed"
+    EMPTY_INPUT = "empty_input"
+    NOT_AUDIO = "not_audio"
+    CORRUPT_AUDIO = "corrupt_audio"
+    NO_DURATION = "no_duration"
+    TOO_LARGE = "too_large"
+    TOO_LONG = "too_long"
+    BAD_INPUT = "bad_input"
+    # S3
+    S3_ACCESS_DENIED = "s3_access_denied"
+    S3_ERROR = "s3_error"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    CONDITION_FAILED = "condition_failed"
+    UNREADABLE_RECORD = "unreadable_record"
+    # the service
+    TIMEOUT = "timeout"
+    NETWORK = "network"
+    CUT_STREAM = "cut_stream"
+    RATE_LIMITED = "rate_limited"
+    TRANSIENT = "transient"
+    API_ERROR = "api_error"
+    REJECTED = "rejected"
+    # the run
+    BUDGET = "budget"
+    NO_SLOT = "no_slot"
+    DEFERRED = "deferred"
+    DELIVERY_LIMIT = "delivery_limit"
+    PERMANENT = "permanent"
+    # not job outcomes: errors of a command
+    CONFIG = "config"
+    MANIFEST = "manifest"
+    RUN_STATE_LOST = "run_state_lost"
+    RUN_CONFLICT = "run_conflict"
+    BROKER = "broker"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: one line per code, what a user should do about it (the README's table shows these)
+REASON_DESCRIPTIONS: dict[Reason, str] = {
+    Reason.MISSING_INPUT: "the input object does not exist: check the line's URI",
+    Reason.MISSING_OBJECT: "an object the job needed (a checkpoint, a record) vanished while it ran",
+    Reason.MISSING_BUCKET: "a bucket named by the line does not exist",
+    Reason.MISSING_OUTPUT_BUCKET: "the output bucket does not exist: create it or fix the output",
+    Reason.INPUT_BUCKET_NOT_ALLOWED: "the input bucket is not in STS_ALLOWED_INPUT_BUCKETS",
+    Reason.OUTPUT_BUCKET_NOT_ALLOWED: "the output bucket is not in STS_ALLOWED_OUTPUT_BUCKETS",
+    Reason.EMPTY_INPUT: "the input holds no bytes or no samples: upload it again",
+    Reason.NOT_AUDIO: "ffprobe finds no audio in the input",
+    Reason.CORRUPT_AUDIO: "the input (or an output) does not decode to the end: re-export it",
+    Reason.NO_DURATION: "neither the header nor a decode tells the input's length: re-encode it",
+    Reason.TOO_LARGE: "the input is over STS_MAX_INPUT_BYTES",
+    Reason.TOO_LONG: "the input is over STS_MAX_INPUT_SECONDS",
+    Reason.BAD_INPUT: "the input cannot be converted for another reason (the message says which)",
+    Reason.S3_ACCESS_DENIED: "S3 refused the worker's credentials for that object",
+    Reason.S3_ERROR: "S3 answered an error the pipeline does not retry",
+    Reason.STORAGE_UNAVAILABLE: "S3 did not answer, or answered 5xx (retried)",
+    Reason.CONDITION_FAILED: "a conditional S3 write lost a race (internal; a job never ends with it)",
+    Reason.UNREADABLE_RECORD: "a record beside the output is not one this version reads: inspect it",
+    Reason.TIMEOUT: "the service did not answer in time (retried)",
+    Reason.NETWORK: "the connection to the service failed (retried)",
+    Reason.CUT_STREAM: "the audio stream ended early or too short for the input (retried)",
+    Reason.RATE_LIMITED: "the service answered 429 (retried after Retry-After)",
+    Reason.TRANSIENT: "another fault worth retrying",
+    Reason.API_ERROR: "the service refused the request in a way retrying cannot fix",
+    Reason.REJECTED: "the service validated the request and refused it (422)",
+    Reason.BUDGET: "deferred: the run's credit budget would have been crossed",
+    Reason.NO_SLOT: "deferred: no concurrency slot within the wait (re-queued)",
+    Reason.DEFERRED: "deferred for another reason (the message says which)",
+    Reason.DELIVERY_LIMIT: "the job's worker died on every delivery (killed, out of memory): poison message",
+    Reason.PERMANENT: "another error that retrying cannot fix",
+    Reason.CONFIG: "settings are missing or inconsistent",
+    Reason.MANIFEST: "a manifest cannot be read at all",
+    Reason.RUN_STATE_LOST: "a waiting command lost the run's live state in Redis",
+    Reason.RUN_CONFLICT: "the run cannot be changed now (its jobs still run)",
+    Reason.BROKER: "Redis did not answer a command that needs it",
+    Reason.ERROR: "an error of no more precise kind",
+}
+
+
+def http_reason(status: int) -> str:
+    """The reason for a status no code names: ``http_<status>`` (e.g. ``http_404``)."""
+    return f"http_{status}"

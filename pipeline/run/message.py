@@ -1,0 +1,39 @@
+"""The task message: what the submit side puts on the queue for one job, and all a worker needs to find it again.
+
+It holds the job and its place in the manifest, never a secret (the worker reads the key from its own settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["TASK_CONVERT", "JobMessage", "task_id"]
+
+#: the Celery task name of one job (workers/tasks.py registers it; submit sends to it). The queue's contract: keep it.
+TASK_CONVERT = "sts.convert"
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    """What a task message carries: the job, its place in the manifest, and its run."""
+
+    run_id: str
+    shard: str
+    line: int
+    job_id: str
+    output: str
+    job: dict[str, Any]
+    queued_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobMessage:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def task_id(run_id: str, job_id: str) -> str:
+    """Celery task id: the run and the job, so a job's deliveries in one run are easy to find."""
+    return f"{run_id}:{job_id}"
