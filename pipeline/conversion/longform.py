@@ -22,6 +22,7 @@ from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expec
 from pipeline.audio.prepare import content_type_of, to_flac
 from pipeline.audio.probe import AudioInfo
 from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE
+from pipeline.keys import WORK_SUFFIX, segment_name
 from pipeline.manifest.job import Job
 from pipeline.s3uri import S3Uri
 from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WORK_SUFFIX = ".work/"
 OVERLAP_S = 0.05
 #: inputs the cutter can seek in exactly; others (mp3, AAC, ...) are made FLAC once, instead of decoded from the
 #: start for every cut
@@ -70,7 +70,7 @@ def convert_segmented(ctx: JobContext, job: Job, prepared: Path, out: Path, *, i
     records: list[dict[str, Any]] = [{} for _ in segments]
 
     def one(segment: Segment) -> Path:
-        name = f"seg-{segment.index:04d}.{segment_format.name}"
+        name = segment_name(segment.index, segment_format.name)
         checkpoint = S3Uri(prefix.bucket, prefix.key + name)
         converted = workdir / name
         record: dict[str, Any] = {"index": segment.index, "start_s": segment.start_s, "end_s": segment.end_s,

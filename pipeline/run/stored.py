@@ -17,11 +17,11 @@ from typing import Any
 from pipeline.config import Settings
 from pipeline.manifest.load import ManifestLimits, Shard, parse_manifest
 from pipeline.errors import ConfigError
+from pipeline.keys import DEFAULT_RUNS_PREFIX
 from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-DEFAULT_RUNS_PREFIX = "sts-runs"
 
 
 def new_run_id() -> str:

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipeline.errors import ConditionFailed, PipelineError, RecordError
+from pipeline.keys import FAILURE_SUFFIX, PROVENANCE_SUFFIX
 from pipeline.s3uri import S3Uri
 from pipeline.states import FAILURE_STATES, JobState
 from pipeline.storage.s3 import Storage
@@ -45,8 +46,6 @@ __all__ = [
 PROVENANCE_SCHEMA = "sts-pipeline/provenance"
 FAILURE_SCHEMA = "sts-pipeline/failure"
 SCHEMA_VERSION = 1
-PROVENANCE_SUFFIX = ".provenance.json"
-FAILURE_SUFFIX = ".failure.json"
 
 
 def provenance_uri(output: S3Uri) -> S3Uri:
