@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     runs_uri: str = ""  # s3://bucket/prefix where runs keep their manifests; empty = s3://<first output bucket>/sts-runs
     queue: str = "sts"
+    allow_evicting_broker: bool = False  # accept a Redis whose maxmemory-policy may drop queued jobs (see run/broker.py)
 
     # --- retries
     max_attempts: int = 6  # API attempts per job (or per segment), the first included
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     restore_interval_s: float = 5.0
     max_deliveries: int = 4
     task_time_limit_s: float = 6 * 3600.0
+    claim_ttl_s: float = 30.0  # a job's claim (one delivery converts it at a time) lapses this long after its worker died
+    claim_wait_s: float = 15.0  # longest wait of a second delivery for the claim before it goes back to the queue
 
     # --- inputs and outputs
     max_input_bytes: int = 500 * 1024 * 1024

@@ -27,6 +27,10 @@ class Reason(str, Enum):
     TOO_LARGE = "too_large"
     TOO_LONG = "too_long"
     BAD_INPUT = "bad_input"
+    # the output
+    RESERVED_KEY = "reserved_key"
+    KEY_TOO_LONG = "key_too_long"
+    OUTPUT_EXISTS = "output_exists"
     # S3
     S3_ACCESS_DENIED = "s3_access_denied"
     S3_ERROR = "s3_error"
@@ -44,9 +48,11 @@ class Reason(str, Enum):
     # the run
     BUDGET = "budget"
     NO_SLOT = "no_slot"
+    CLAIMED = "claimed"
     DEFERRED = "deferred"
     DELIVERY_LIMIT = "delivery_limit"
     PERMANENT = "permanent"
+    INTERNAL_ERROR = "internal_error"
     # not job outcomes: errors of a command
     CONFIG = "config"
     MANIFEST = "manifest"
@@ -74,6 +80,11 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.TOO_LARGE: "the input is over STS_MAX_INPUT_BYTES",
     Reason.TOO_LONG: "the input is over STS_MAX_INPUT_SECONDS",
     Reason.BAD_INPUT: "the input cannot be converted for another reason (the message says which)",
+    Reason.RESERVED_KEY: "the output is a key the pipeline writes itself (a record, a checkpoint, a run's copy): "
+                         "choose another output",
+    Reason.KEY_TOO_LONG: "the output key leaves no room for its records under S3's 1,024-byte limit: shorten it",
+    Reason.OUTPUT_EXISTS: "an object the pipeline did not write is at the output: set \"overwrite\": true on the "
+                          "line (or submit --overwrite) to replace it, or choose another output",
     Reason.S3_ACCESS_DENIED: "S3 refused the worker's credentials for that object",
     Reason.S3_ERROR: "S3 answered an error the pipeline does not retry",
     Reason.STORAGE_UNAVAILABLE: "S3 did not answer, or answered 5xx (retried)",
@@ -88,9 +99,12 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.REJECTED: "the service validated the request and refused it (422)",
     Reason.BUDGET: "deferred: the run's credit budget would have been crossed",
     Reason.NO_SLOT: "deferred: no concurrency slot within the wait (re-queued)",
+    Reason.CLAIMED: "another delivery of the same job was converting it (re-queued; never a final state)",
     Reason.DEFERRED: "deferred for another reason (the message says which)",
     Reason.DELIVERY_LIMIT: "the job's worker died on every delivery (killed, out of memory): poison message",
     Reason.PERMANENT: "another error that retrying cannot fix",
+    Reason.INTERNAL_ERROR: "a bug or an unexpected value stopped the job (the message names it): report it, then "
+                           "retry",
     Reason.CONFIG: "settings are missing or inconsistent",
     Reason.MANIFEST: "a manifest cannot be read at all",
     Reason.RUN_STATE_LOST: "a waiting command lost the run's live state in Redis",
