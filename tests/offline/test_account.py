@@ -141,6 +141,8 @@ def test_quota_admits_until_the_next_request_would_cross_the_limit() -> None:
     assert refused.value.code == "quota_exceeded" and refused.value.status == 401
     assert "22 credits remaining, while 34 credits are required" in refused.value.message
     account.check_quota(22)  # exactly what is left still fits
+    with pytest.raises(Problem):
+        account.check_quota(23)
     account.update({"credits_limit": 1000})
     account.check_quota(34)
     assert account.credits_used == 78
