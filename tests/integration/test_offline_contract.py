@@ -340,3 +340,16 @@ def test_serve_local_refuses_a_bad_account_file(tmp_path: Path) -> None:
     with LocalStack(workdir=tmp_path) as local, pytest.raises(Exception, match="exited with code 2"):
         local.start_sts("--models", str(bad))
     assert "models.0.colour" in (tmp_path / "sts.log").read_text()
+
+
+def test_fault_flags_for_the_new_knobs_and_an_explicit_plan_concurrency(tmp_path: Path) -> None:
+    with LocalStack(workdir=tmp_path) as local:
+        local.start_sts("--tier", "free", "--rate-limit-per-minute", "7", "--omit-error-request-id",
+                        "--plan-concurrency", "4")
+        knobs = httpx.get(f"{local.sts_url}/_admin/faults").json()
+        assert knobs["rate_limit_per_minute"] == 7 and knobs["omit_error_request_id"] is True
+        answer = post(local.sts_url, pcm_bytes(0.5), fmt="mp3_44100_192")
+        assert_envelope(answer, 403, "output_format_not_allowed", header=False)
+        assert answer.headers["maximum-concurrent-requests"] == "4"  # the flag, not the free plan's 2
+        sub = subscription(local.sts_url)
+        assert (sub["tier"], sub["character_limit"], sub["status"]) == ("free", 10_000, "free")
