@@ -1,45 +1,32 @@
-"""FastAPI routes of the offline speech-to-speech server (see docs/offline-server.md).
+"""FastAPI app of the offline speech-to-speech server (see docs/offline-server.md).
 
-Public API (the vendor's paths): the conversion endpoints under ``/v1/speech-to-speech`` and ``/v1/voice-changer``,
-``GET /v1/voices``, ``GET /v1/voices/{voice_id}``, ``GET /v1/models``; all need an ``xi-api-key``.
-Admin API (loopback clients only, no key): ``GET /_admin/stats``, ``POST /_admin/reset``, ``GET``/``PUT
-/_admin/faults``.
+Public API (the vendor's paths; all need an ``xi-api-key``): the conversion endpoints under ``/v1/speech-to-speech``
+and ``/v1/voice-changer`` (``endpoint``), and the account: ``GET /v1/models``, ``GET /v1/voices``, ``GET /v2/voices``,
+``GET /v1/voices/{voice_id}``, ``GET /v1/user`` and ``GET /v1/user/subscription``. Admin API: ``admin``.
+Every error is answered in the vendor's current envelope (``problems``), unknown paths and framework errors included.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from pipeline import __version__
-from pipeline.errors import ApiError, PipelineError
-from pipeline.offline import conversion
-from pipeline.offline.models import models_payload
-from pipeline.offline.responses import error_response
+from pipeline.offline import admin, endpoint, problems, voice_search
+from pipeline.offline.problems import Invalid, Problem
 from pipeline.offline.state import ServerConfig, ServerState
-from pipeline.offline.voices import VOICES, voices_payload
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
-def _state(request: Request) -> ServerState:
-    return request.app.state.server  # type: ignore[no-any-return]
-
-
-def _require_loopback(request: Request) -> None:
-    host = request.client.host if request.client else ""
-    if host not in LOOPBACK_HOSTS:
-        raise ApiError("The admin API only answers loopback clients.", status=403, api_status="forbidden")
+_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
-    """The ASGI app; ``config`` defaults to no faults, the vendor's limits and any non-empty API key."""
+    """The ASGI app; ``config`` defaults to no faults, the vendor's limits, a Pro account and any non-empty key."""
     state = ServerState.from_config(config or ServerConfig())
 
     @asynccontextmanager
@@ -53,75 +40,83 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app = FastAPI(title="sts-pipeline offline speech-to-speech server", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = state
-
-    @app.exception_handler(PipelineError)
-    async def _pipeline_error(_: Request, error: Exception) -> Response:
-        assert isinstance(error, PipelineError)
-        return error_response(error)
-
+    app.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
+    app.add_exception_handler(Invalid, _problem)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     for prefix in ("/v1/speech-to-speech", "/v1/voice-changer"):
         app.add_api_route(f"{prefix}/{{voice_id}}/stream", _stream, methods=["POST"])
         app.add_api_route(f"{prefix}/{{voice_id}}", _convert, methods=["POST"])
-
-    @app.get("/v1/voices")
-    async def list_voices(request: Request) -> dict[str, Any]:
-        conversion.check_api_key(request.headers.get("xi-api-key"), _state(request).config.api_keys)
-        return voices_payload()
-
-    @app.get("/v1/voices/{voice_id}")
-    async def get_voice(request: Request, voice_id: str) -> dict[str, Any]:
-        conversion.check_api_key(request.headers.get("xi-api-key"), _state(request).config.api_keys)
-        voice = VOICES.get(voice_id)
-        if voice is None:
-            raise ApiError(f"A voice with the voice_id {voice_id} was not found.", status=404,
-                           api_status="voice_not_found")
-        return voice.to_api()
-
-    @app.get("/v1/models")
-    async def list_models(request: Request) -> list[dict[str, Any]]:
-        conversion.check_api_key(request.headers.get("xi-api-key"), _state(request).config.api_keys)
-        return models_payload()
-
-    @app.get("/_admin/stats")
-    async def admin_stats(request: Request) -> dict[str, Any]:
-        _require_loopback(request)
-        return _state(request).stats.snapshot()
-
-    @app.post("/_admin/reset")
-    async def admin_reset(request: Request) -> dict[str, Any]:
-        _require_loopback(request)
-        _state(request).stats.reset()
-        return _state(request).stats.snapshot()
-
-    @app.get("/_admin/faults")
-    async def admin_faults(request: Request) -> dict[str, Any]:
-        _require_loopback(request)
-        return _state(request).faults.settings.model_dump()
-
-    @app.put("/_admin/faults")
-    async def admin_set_faults(request: Request) -> Response:
-        _require_loopback(request)
-        try:
-            changes = await request.json()
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return JSONResponse({"detail": [{"type": "dict_type", "loc": ["body"], "msg": "Input should be a JSON "
-                                             "object of fault knobs", "input": changes}]}, status_code=422)
-        try:
-            updated = _state(request).faults.update(changes)
-        except ValidationError as error:
-            detail = [{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"], "input": e.get("input")}
-                      for e in error.errors(include_url=False, include_context=False)]
-            return JSONResponse({"detail": detail}, status_code=422)
-        return JSONResponse(updated.model_dump())
-
+    app.add_api_route("/v1/models", _models, methods=["GET"])
+    app.add_api_route("/v1/voices", _voices_v1, methods=["GET"])
+    app.add_api_route("/v2/voices", _voices_v2, methods=["GET"])
+    app.add_api_route("/v1/voices/{voice_id}", _voice, methods=["GET"])
+    app.add_api_route("/v1/user", _user, methods=["GET"])
+    app.add_api_route("/v1/user/subscription", _subscription, methods=["GET"])
+    app.include_router(admin.router)
     return app
 
 
+async def _problem(request: Request, error: Exception) -> Response:
+    assert isinstance(error, Problem | Invalid)
+    return admin.render_problem(request, error)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    code = _HTTP_CODES.get(error.status_code, "invalid_request")
+    return admin.render_problem(request, Problem(code, str(error.detail)))
+
+
 async def _stream(request: Request, voice_id: str) -> Response:
-    return await conversion.handle(request, voice_id, streaming=True)
+    return await endpoint.handle(request, voice_id, streaming=True)
 
 
 async def _convert(request: Request, voice_id: str) -> Response:
-    return await conversion.handle(request, voice_id, streaming=False)
+    return await endpoint.handle(request, voice_id, streaming=False)
+
+
+def _account_answer(request: Request, path: str, build: Callable[[ServerState], Any]) -> Response:
+    """An account endpoint's answer: the key checked, the call counted, ``request-id`` on the 200 too."""
+    state: ServerState = request.app.state.server
+    state.stats.account_requests[path] += 1
+    if not state.key_accepted(request.headers.get("xi-api-key")):
+        raise problems.invalid_api_key()
+    return JSONResponse(build(state), headers={"request-id": problems.new_request_id()})
+
+
+async def _models(request: Request) -> Response:
+    return _account_answer(request, "/v1/models",
+                           lambda state: [model.to_api() for model in state.account.models.values()])
+
+
+async def _voices_v1(request: Request) -> Response:
+    def body(state: ServerState) -> dict[str, Any]:
+        voices = [voice.to_api() for voice in state.account.voices.values()]
+        return {"voices": voices, "has_more": False, "total_count": len(voices)}
+
+    return _account_answer(request, "/v1/voices", body)
+
+
+async def _voices_v2(request: Request) -> Response:
+    def body(state: ServerState) -> dict[str, Any]:
+        return voice_search.search(list(state.account.voices.values()), voice_search.parse_query(request.query_params))
+
+    return _account_answer(request, "/v2/voices", body)
+
+
+async def _voice(request: Request, voice_id: str) -> Response:
+    def body(state: ServerState) -> dict[str, Any]:
+        voice = state.account.voices.get(voice_id)
+        if voice is None:
+            raise problems.voice_not_found(voice_id)
+        return voice.to_api()
+
+    return _account_answer(request, "/v1/voices/{voice_id}", body)
+
+
+async def _user(request: Request) -> Response:
+    return _account_answer(request, "/v1/user", lambda state: state.account.user())
+
+
+async def _subscription(request: Request) -> Response:
+    return _account_answer(request, "/v1/user/subscription", lambda state: state.account.subscription())

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from pipeline.errors import ConfigError
-
 RNNOISE_RATE_HZ = 48000
 FRAME_SAMPLES = 480
 DELAY_SAMPLES = 960
 _INT16_SCALE = 32768.0
+
+
+class DenoiserMissing(RuntimeError):
+    """librnnoise.so is not installed (a server fault: answered 500 when nothing was sent yet)."""
 
 
 @lru_cache(maxsize=1)
@@ -31,7 +33,7 @@ def _library() -> ctypes.CDLL:
     candidates = [Path(location) / "librnnoise.so" for location in locations]
     path = next((candidate for candidate in candidates if candidate.is_file()), None)
     if path is None:
-        raise ConfigError("librnnoise.so not found: install the pyrnnoise wheel (pip install --no-deps pyrnnoise)")
+        raise DenoiserMissing("librnnoise.so not found: install the pyrnnoise wheel (pip install --no-deps pyrnnoise)")
     lib = ctypes.CDLL(str(path))
     lib.rnnoise_create.argtypes = [ctypes.c_void_p]
     lib.rnnoise_create.restype = ctypes.c_void_p

@@ -13,10 +13,13 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import numpy as np
 
-from pipeline.errors import PipelineError
 from pipeline.formats import OutputFormat
 
 CHUNK_BYTES = 16384
+
+
+class EncodeError(RuntimeError):
+    """ffmpeg could not encode the output (a server fault: answered 500 when nothing was sent yet)."""
 #: Ogg page length for opus, in microseconds: short pages let the stream start early
 OGG_PAGE_US = 100_000
 #: LAME's encoder delay (576) plus the mp3 decoder's (529), in samples at any rate. A streamed mp3 carries no LAME
@@ -39,7 +42,7 @@ def ffmpeg_args(fmt: OutputFormat) -> list[str]:
         "alaw": ["-c:a", "pcm_alaw", "-f", "alaw"],
     }
     if fmt.codec not in codec:
-        raise PipelineError(f"{fmt.name} is not encoded with ffmpeg")
+        raise EncodeError(f"{fmt.name} is not encoded with ffmpeg")
     return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-f", "f32le", "-ar", str(fmt.sample_rate),
             "-ac", "1", "-i", "pipe:0", "-map_metadata", "-1", *codec[fmt.codec], "-flush_packets", "1", "pipe:1"]
 
@@ -77,7 +80,7 @@ async def encode(blocks: AsyncIterator[np.ndarray], fmt: OutputFormat) -> AsyncG
         await feeder
         stderr = await proc.stderr.read()
         if await proc.wait() != 0:
-            raise PipelineError(f"ffmpeg failed to encode {fmt.name}: {stderr.decode('utf-8', 'replace')[-300:]}")
+            raise EncodeError(f"ffmpeg failed to encode {fmt.name}: {stderr.decode('utf-8', 'replace')[-300:]}")
     finally:
         if not feeder.done():
             feeder.cancel()

@@ -23,14 +23,18 @@ class FaultSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    max_concurrent: int | None = Field(default=None, ge=1, description="requests in flight beyond this get 429")
+    max_concurrent: int | None = Field(default=None, ge=1,
+                                       description="requests in flight beyond this get 429 concurrent_limit_exceeded")
+    rate_limit_per_minute: int | None = Field(default=None, ge=1,
+                                              description="requests in 60 s beyond this get 429 rate_limit_exceeded")
     rate_429: float = Field(default=0.0, ge=0.0, le=1.0, description="share answered 429 system_busy")
     rate_500: float = Field(default=0.0, ge=0.0, le=1.0)
     rate_503: float = Field(default=0.0, ge=0.0, le=1.0)
     rate_cut: float = Field(default=0.0, ge=0.0, le=1.0, description="share of 200 responses whose body is cut short")
     latency_fixed_s: float = Field(default=0.0, ge=0.0)
     latency_per_audio_second_s: float = Field(default=0.0, ge=0.0)
-    retry_after_s: int = Field(default=1, ge=0, description="Retry-After on every 429")
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After on the cap's and system_busy's 429s")
+    omit_error_request_id: bool = Field(default=False, description="errors carry their id only in detail.request_id")
     fault_seed: int | None = None
 
     @model_validator(mode="after")

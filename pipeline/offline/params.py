@@ -1,8 +1,9 @@
 """Validation of a conversion request's query and form fields, with the service's 422 shape.
 
-Every problem is reported at once as ``RejectedError(detail=[{"type", "loc", "msg", "input"}, ...])`` with ``loc``
-starting at ``"query"`` or ``"body"``, as the vendor's (FastAPI) service does. Empty form values count as absent and
-unknown fields are ignored.
+Every problem is reported at once as ``Invalid([{"type", "loc", "msg", "input"}, ...])`` with ``loc`` starting at
+``"query"`` or ``"body"``, as the vendor's (FastAPI) service does. Empty form values count as absent and unknown
+fields are ignored. Whether ``model_id`` names a model that can convert voices is the account's business (see
+``endpoint``), not this schema's: the vendor's schema types it as a plain string.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from pipeline.errors import RejectedError
-from pipeline.formats import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
-from pipeline.offline.models import DEFAULT_MODEL_ID, STS_MODEL_IDS
-
-MAX_SEED = 4294967295
+from pipeline.formats import DEFAULT_MODEL_ID, DEFAULT_OUTPUT_FORMAT, MAX_SEED, OUTPUT_FORMATS
+from pipeline.offline.problems import Invalid, problem_item
 
 
 class VoiceSettingsIn(BaseModel):
@@ -62,15 +60,6 @@ class FormFields(BaseModel):
     remove_background_noise: bool = False
     file_format: Literal["pcm_s16le_16", "other"] = "other"
 
-    @field_validator("model_id")
-    @classmethod
-    def _sts_model(cls, value: str) -> str:
-        if value not in STS_MODEL_IDS:
-            raise PydanticCustomError(
-                "value_error", "Model '{model_id}' cannot do speech-to-speech (can_do_voice_conversion is false); "
-                "use one of {models}", {"model_id": value, "models": ", ".join(STS_MODEL_IDS)})
-        return value
-
 
 @dataclass(frozen=True)
 class ConversionParams:
@@ -90,15 +79,16 @@ def _problems(error: ValidationError, where: str) -> list[dict[str, Any]]:
 
 
 def missing_audio_problem() -> dict[str, Any]:
-    return {"type": "missing", "loc": ["body", "audio"], "msg": "Field required", "input": None}
+    return problem_item(("body", "audio"), "Field required", kind="missing")
 
 
-def audio_limit_problem(message: str) -> dict[str, Any]:
-    return {"type": "value_error", "loc": ["body", "audio"], "msg": message, "input": None}
+def not_a_file_problem(value: object) -> dict[str, Any]:
+    return problem_item(("body", "audio"), f"Expected UploadFile, received: {type(value)}")
 
 
-def parse_request(query: Mapping[str, str], form: Mapping[str, str], *, has_audio: bool) -> ConversionParams:
-    """Validate everything but the audio's content; ``RejectedError`` lists every problem found."""
+def parse_request(query: Mapping[str, str], form: Mapping[str, str], *, audio: object) -> ConversionParams:
+    """Validate everything but the audio's content; ``Invalid`` lists every problem found. ``audio`` is the form's
+    ``audio`` value: an upload, a text field (a problem) or None (missing)."""
     problems: list[dict[str, Any]] = []
     parsed_query = parsed_form = None
     try:
@@ -109,9 +99,10 @@ def parse_request(query: Mapping[str, str], form: Mapping[str, str], *, has_audi
         parsed_form = FormFields.model_validate({k: v for k, v in form.items() if v != ""})
     except ValidationError as error:
         problems += _problems(error, "body")
-    if not has_audio:
+    if audio is None:
         problems.append(missing_audio_problem())
+    elif isinstance(audio, str):
+        problems.append(not_a_file_problem(audio))
     if problems or parsed_query is None or parsed_form is None:
-        raise RejectedError(f"the request is invalid: {problems[0]['msg'] if problems else 'unknown'}",
-                            detail=problems)
+        raise Invalid(problems)
     return ConversionParams(parsed_query, parsed_form)

@@ -1,8 +1,4 @@
-"""The server's two kinds of answer: an audio body (streamed, possibly cut on purpose) and a JSON error.
-
-Errors are the pipeline's own exceptions, rendered in the vendor's shapes: 422 ``{"detail": [...]}`` from
-``RejectedError.detail``, every other status ``{"detail": {"status": ..., "message": ...}}``, and ``Retry-After``
-on 429.
+"""The server's audio answer: a 200 body, streamed or whole, possibly cut on purpose (errors: ``problems``).
 
 A cut is real: ``AudioResponse`` stops sending and returns without the final (empty) body message, so uvicorn closes
 the connection and a client reading a chunked body (or one with ``Content-Length``) gets an incomplete read
@@ -16,10 +12,8 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable, Mapping
 from enum import StrEnum
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-
-from pipeline.errors import ApiError, PipelineError, RateLimitedError, RejectedError, TransientError
 
 
 class Outcome(StrEnum):
@@ -29,34 +23,6 @@ class Outcome(StrEnum):
     CUT = "cut"  # cut on purpose by the fault injector
     DISCONNECTED = "disconnected"  # the client went away
     FAILED = "failed"  # the conversion raised after the headers were sent
-
-
-def error_status(error: PipelineError) -> int:
-    if isinstance(error, RejectedError):
-        return 422
-    if isinstance(error, RateLimitedError):
-        return 429
-    return error.status or 500
-
-
-def error_body(error: PipelineError) -> dict[str, object]:
-    if isinstance(error, RejectedError):
-        return {"detail": error.detail}
-    if isinstance(error, RateLimitedError):
-        code = error.kind
-    elif isinstance(error, ApiError):
-        code = error.api_status or error.reason
-    else:
-        code = error.reason
-    return {"detail": {"status": code, "message": error.message}}
-
-
-def error_response(error: PipelineError, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The JSON answer for ``error``, with ``Retry-After`` when the error carries a retry hint."""
-    all_headers = dict(headers or {})
-    if isinstance(error, TransientError) and error.retry_after_s is not None:
-        all_headers["retry-after"] = str(int(error.retry_after_s))
-    return JSONResponse(error_body(error), status_code=error_status(error), headers=all_headers)
 
 
 class AudioResponse(Response):

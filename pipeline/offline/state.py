@@ -5,16 +5,16 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from pipeline.formats import CREDITS_PER_SECOND, MAX_INPUT_BYTES, MAX_INPUT_SECONDS
+from pipeline.offline.account import Account, AccountSettings
 from pipeline.offline.faults import FaultInjector, FaultSettings
+from pipeline.offline.ratelimit import RateWindow
 from pipeline.offline.stats import Stats
 
-#: the vendor's published per-request limits
-DEFAULT_MAX_INPUT_SECONDS = 300.0
-DEFAULT_MAX_INPUT_BYTES = 50 * 1024 * 1024
-#: 1,000 credits per minute of input audio
-DEFAULT_CREDITS_PER_SECOND = 1000.0 / 60.0
-#: reported as ``maximum-concurrent-requests`` when no cap is enforced: the Creator plan's cap
-DEFAULT_PLAN_CONCURRENCY = 5
+#: the vendor's published per-request limits and billing rate
+DEFAULT_MAX_INPUT_SECONDS = MAX_INPUT_SECONDS
+DEFAULT_MAX_INPUT_BYTES = MAX_INPUT_BYTES
+DEFAULT_CREDITS_PER_SECOND = CREDITS_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,10 @@ class ServerConfig:
     max_input_seconds: float = DEFAULT_MAX_INPUT_SECONDS
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     credits_per_second: float = DEFAULT_CREDITS_PER_SECOND
-    plan_concurrency: int = DEFAULT_PLAN_CONCURRENCY
+    plan_concurrency: int | None = None  # reported cap when no cap is enforced; None: the tier's
     workers: int = 2
     faults: FaultSettings = field(default_factory=FaultSettings)
+    account: AccountSettings = field(default_factory=AccountSettings)
 
 
 @dataclass
@@ -36,12 +37,14 @@ class ServerState:
 
     config: ServerConfig
     faults: FaultInjector
+    account: Account
     stats: Stats = field(default_factory=Stats)
+    rate_window: RateWindow = field(default_factory=RateWindow)
     executor: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> ServerState:
-        return cls(config=config, faults=FaultInjector(config.faults))
+        return cls(config=config, faults=FaultInjector(config.faults), account=Account(config.account))
 
     def pool(self) -> ThreadPoolExecutor:
         """The conversion thread pool, started on first use."""
@@ -50,4 +53,9 @@ class ServerState:
         return self.executor
 
     def reported_cap(self) -> int:
-        return self.faults.settings.max_concurrent or self.config.plan_concurrency
+        """``maximum-concurrent-requests``: the enforced cap, else ``--plan-concurrency``, else the plan's cap."""
+        return self.faults.settings.max_concurrent or self.config.plan_concurrency or self.account.tier.concurrency
+
+    def key_accepted(self, value: str | None) -> bool:
+        """The key is present and (when keys are configured) one of them."""
+        return bool(value) and (not self.config.api_keys or value in self.config.api_keys)

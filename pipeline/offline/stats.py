@@ -9,10 +9,13 @@ from typing import Any
 
 @dataclass
 class Stats:
-    """Conversion-endpoint counters. ``in_flight`` counts admitted requests from arrival to their last byte."""
+    """Conversion-endpoint counters (``account_requests``: calls of the account endpoints, by path). ``in_flight``
+    counts admitted requests from arrival to their last byte."""
 
     requests_total: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
+    by_code: Counter[str] = field(default_factory=Counter)
+    account_requests: Counter[str] = field(default_factory=Counter)
     by_voice: Counter[str] = field(default_factory=Counter)
     faults_injected: Counter[str] = field(default_factory=Counter)
     successes: int = 0
@@ -26,8 +29,10 @@ class Stats:
         self.requests_total += 1
         self.by_voice[voice_id] += 1
 
-    def answered(self, status: int) -> None:
+    def answered(self, status: int, code: str | None = None) -> None:
         self.by_status[status] += 1
+        if code is not None:
+            self.by_code[code] += 1
 
     def enter(self) -> int:
         """Admit one request; returns the number in flight, this one included."""
@@ -49,6 +54,7 @@ class Stats:
         return {
             "requests_total": self.requests_total,
             "requests_by_status": {str(code): n for code, n in sorted(self.by_status.items())},
+            "requests_by_code": dict(sorted(self.by_code.items())),
             "requests_by_voice": dict(sorted(self.by_voice.items())),
             "faults_injected": dict(sorted(self.faults_injected.items())),
             "successes": self.successes,
@@ -57,4 +63,5 @@ class Stats:
             "billed_credits": self.billed_credits,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "account_requests": dict(sorted(self.account_requests.items())),
         }

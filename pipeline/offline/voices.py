@@ -3,12 +3,20 @@
 A voice is a DSP recipe, not a model: an f0 (pitch) ratio, a formant (spectral envelope) ratio, and two optional
 character traits, ``monotone`` (flatten the intonation toward its median: robot) and ``whisper`` (synthesize every
 frame unvoiced). Ids are 20 characters like the vendor's, fixed forever: tests, demos and manifests name them.
+
+More voices come from ``--voices FILE`` (``VoiceSpec``: any id, a name and a recipe) and ``--generated-voices N``
+(N plain voices with ids ``Gen00000000000000001`` and up, to page through). ``GET /v2/voices`` is ``voice_search``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: when the built-in voices were "created" (``created_at_unix``); added voices count up from here
+_CREATED_AT_UNIX = 1_700_000_000
 
 
 @dataclass(frozen=True)
@@ -39,20 +47,64 @@ class Voice:
     monotone: bool = False
     whisper: bool = False
     defaults: VoiceDefaults = field(default_factory=VoiceDefaults)
+    category: str = "premade"
+    created_at_unix: int = _CREATED_AT_UNIX
 
     def to_api(self) -> dict[str, Any]:
-        """The voice as ``GET /v1/voices`` lists it (the vendor's field names)."""
+        """The voice as ``GET /v1/voices``, ``/v2/voices`` and ``/v1/voices/{voice_id}`` give it
+        (``VoiceResponseModel``)."""
         return {
             "voice_id": self.voice_id,
             "name": self.name,
-            "category": "premade",
+            "category": self.category,
             "labels": dict(self.labels),
             "description": self.description,
             "preview_url": None,
             "available_for_tiers": [],
             "settings": self.defaults.to_api(),
             "high_quality_base_model_ids": [],
+            "samples": None,
+            "fine_tuning": None,
+            "sharing": None,
+            "verified_languages": [],
+            "safety_control": None,
+            "voice_verification": None,
+            "permission_on_resource": None,
+            "is_owner": self.category != "premade",
+            "is_legacy": False,
+            "is_mixed": False,
+            "created_at_unix": self.created_at_unix,
         }
+
+
+class VoiceSpec(BaseModel):
+    """One voice of ``--voices FILE`` or ``PUT /_admin/account``: its id and name, and the recipe it converts with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    voice_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = Field(min_length=1)
+    f0_ratio: float = Field(default=1.0, ge=0.25, le=4.0)
+    formant_ratio: float = Field(default=1.0, ge=0.5, le=2.0)
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    monotone: bool = False
+    whisper: bool = False
+    category: Literal["generated", "cloned", "premade", "professional", "famous", "high_quality"] = "cloned"
+
+    def to_voice(self, index: int) -> Voice:
+        return Voice(self.voice_id, self.name, f0_ratio=self.f0_ratio, formant_ratio=self.formant_ratio,
+                     description=self.description, labels=dict(self.labels), monotone=self.monotone,
+                     whisper=self.whisper, category=self.category, created_at_unix=_CREATED_AT_UNIX + 1 + index)
+
+
+def generated_voices(count: int) -> list[Voice]:
+    """``count`` plain voices (ids ``Gen`` + 17 digits), pitch ratios cycling from 0.8 to 1.25."""
+    ratios = (0.8, 0.9, 1.0, 1.1, 1.25)
+    return [Voice(f"Gen{n:017d}", f"Generated {n:04d}", f0_ratio=ratios[n % len(ratios)], formant_ratio=1.0,
+                  description=f"Generated voice {n}: pitch x{ratios[n % len(ratios)]:.2f}.",
+                  labels={"use_case": "testing"}, category="generated", created_at_unix=_CREATED_AT_UNIX + 10_000 + n)
+            for n in range(1, count + 1)]
 
 
 _VOICE_LIST = (
@@ -84,7 +136,5 @@ VOICES: dict[str, Voice] = {voice.voice_id: voice for voice in _VOICE_LIST}
 #: the voice demos and tests use when they do not care which
 DEFAULT_VOICE_ID = "AxUN8DXFT6JYQPLTV7j9"
 
-
-def voices_payload() -> dict[str, Any]:
-    """The body of ``GET /v1/voices``."""
-    return {"voices": [voice.to_api() for voice in _VOICE_LIST], "has_more": False, "total_count": len(_VOICE_LIST)}
+#: the built-in voices in listing order
+BUILTIN_VOICES: tuple[Voice, ...] = _VOICE_LIST

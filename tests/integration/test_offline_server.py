@@ -1,5 +1,7 @@
 """The offline speech-to-speech server over real loopback HTTP: formats, error shapes, determinism, voices, speed,
-denoising, loudness, fault knobs, the concurrency cap, and the vendor's SDK.
+denoising, loudness, fault knobs, the concurrency cap, and the vendor's SDK (conversions and account reads). The
+vendor's contract itself (account bodies against its schemas, tiers, quota, the 429 kinds, the 400s) is
+``test_offline_contract``.
 
 The no-fault server is the session's ``offline_sts``; fault tests run on their own server started with fault flags and
 retuned through ``PUT /_admin/faults`` (each test starts from the flags' values).
@@ -20,6 +22,7 @@ import pytest
 import pyworld as pw
 import soundfile as sf
 from elevenlabs.client import ElevenLabs
+from elevenlabs.core.api_error import ApiError as SdkApiError
 
 from pipeline.local.services import LocalStack
 from pipeline.formats import OUTPUT_FORMATS, OutputFormat
@@ -28,15 +31,16 @@ from pipeline.offline.level import PEAK_CEILING_DBFS, integrated_lufs
 from pipeline.offline.voices import DEFAULT_VOICE_ID, VOICES
 from pipeline.local.samples import speech_like
 
-pytestmark = pytest.mark.integration
 
 RATE = 16000
 KEY = "offline-server-test-key"
 #: flags of the fault server; every fault test starts from these knobs
 FAULT_FLAGS = ("--api-key", KEY, "--max-concurrent", "2", "--fault-seed", "7", "--max-input-seconds", "4",
                "--max-input-bytes", "400000")
-BASE_KNOBS = {"max_concurrent": 2, "rate_429": 0.0, "rate_500": 0.0, "rate_503": 0.0, "rate_cut": 0.0,
-              "latency_fixed_s": 0.0, "latency_per_audio_second_s": 0.0, "retry_after_s": 1, "fault_seed": 7}
+BASE_KNOBS = {"max_concurrent": 2, "rate_limit_per_minute": None, "rate_429": 0.0, "rate_500": 0.0, "rate_503": 0.0,
+              "rate_cut": 0.0, "latency_fixed_s": 0.0, "latency_per_audio_second_s": 0.0, "retry_after_s": 1,
+              "omit_error_request_id": False, "fault_seed": 7}
+ENVELOPE_KEYS = {"type", "code", "message", "request_id", "param", "status"}
 
 
 # --- helpers
@@ -173,9 +177,9 @@ def test_validation_errors_have_the_service_shape(url: str, clip_wav: bytes) -> 
                     data={"seed": "-3", "voice_settings": '{"stability": 3}', "model_id": "eleven_multilingual_v2"})
     assert response.status_code == 422
     detail = response.json()["detail"]
+    # the model is the account's check (400/404), made only once the form is valid
     assert {tuple(item["loc"]) for item in detail} == {("query", "output_format"), ("body", "seed"),
-                                                       ("body", "voice_settings", "stability"),
-                                                       ("body", "model_id")}
+                                                       ("body", "voice_settings", "stability")}
     assert all(isinstance(item["msg"], str) and isinstance(item["type"], str) for item in detail)
     missing = httpx.post(f"{url}/v1/speech-to-speech/{DEFAULT_VOICE_ID}", headers={"xi-api-key": KEY},
                          data={"model_id": "eleven_multilingual_sts_v2"})
@@ -199,20 +203,25 @@ def test_unknown_voice_bad_audio_and_bad_key(url: str, faulty: str, clip_wav: by
     for key in (None, "wrong-key"):
         denied = post(faulty, clip_wav, key=key)
         assert denied.status_code == 401
-        assert denied.json() == {"detail": {"status": "invalid_api_key", "message": denied.json()["detail"]["message"]}}
+        detail = denied.json()["detail"]
+        assert set(detail) == ENVELOPE_KEYS and detail["code"] == detail["status"] == "invalid_api_key"
+        assert detail["type"] == "authentication_error" and detail["request_id"] == denied.headers["request-id"]
         assert "wrong-key" not in denied.text
     assert httpx.get(f"{faulty}/v1/voices").status_code == 401
 
 
-def test_limits_answer_422_on_the_audio_field(faulty: str) -> None:
+def test_limits_answer_400_naming_the_limit(faulty: str) -> None:
     too_long = post(faulty, wav_bytes(speech_like(5.0, RATE, seed=2)))
-    assert too_long.status_code == 422
-    [problem] = too_long.json()["detail"]
-    assert problem["loc"] == ["body", "audio"] and "limit is 4 s" in problem["msg"]
+    assert too_long.status_code == 400
+    problem = too_long.json()["detail"]
+    assert (problem["code"], problem["type"], problem["param"]) == ("audio_too_long", "validation_error", "audio")
+    assert "limit is 4 s" in problem["message"]
     too_big = post(faulty, b"\x00" * 400_002, data={"file_format": "pcm_s16le_16"})
-    assert too_big.status_code == 422
-    [problem] = too_big.json()["detail"]
-    assert problem["loc"] == ["body", "audio"] and "400000 bytes" in problem["msg"]
+    assert too_big.status_code == 400
+    problem = too_big.json()["detail"]
+    assert (problem["code"], problem["param"]) == ("request_too_large", "audio")
+    assert "400000 bytes" in problem["message"]
+    assert stats(faulty)["requests_by_code"] == {"audio_too_long": 1, "request_too_large": 1}
 
 
 def test_voices_and_models_listings(url: str) -> None:
@@ -318,7 +327,10 @@ def test_status_faults_follow_the_seeded_draws(faulty: str) -> None:
             assert response.json()["detail"]["status"] == "system_busy"
             assert response.headers["retry-after"] == "1"
         elif response.status_code in (500, 503):
-            assert set(response.json()["detail"]) == {"status", "message"}
+            detail = response.json()["detail"]
+            assert set(detail) == ENVELOPE_KEYS and "not charged" in detail["message"]
+            assert detail["code"] == {500: "internal_server_error", 503: "maintenance"}[response.status_code]
+            assert response.headers["character-cost"] == "0"
     counters = stats(faulty)
     assert counters["requests_total"] == 16
     assert counters["requests_by_status"] == {str(code): expected.count(code) for code in sorted(set(expected))}
@@ -361,6 +373,7 @@ def test_concurrency_cap_answers_429_and_holds(faulty: str, clip_wav: bytes) -> 
         assert response.headers["maximum-concurrent-requests"] == "2"
         if response.status_code == 429:
             assert response.json()["detail"]["status"] == "too_many_concurrent_requests"
+            assert response.json()["detail"]["code"] == "concurrent_limit_exceeded"
             assert "retry-after" in response.headers
     counters = stats(faulty)
     assert counters["max_in_flight"] <= 2 and counters["in_flight"] == 0
@@ -401,3 +414,25 @@ def test_vendor_sdk_stream_and_convert(url: str, clip: np.ndarray, clip_wav: byt
     assert streamed == converted and len(streamed) == 2 * len(clip)
     mp3 = b"".join(client.speech_to_speech.convert(voice_id=DEFAULT_VOICE_ID, audio=io.BytesIO(clip_wav)))
     assert len(ffmpeg_decode(mp3, OUTPUT_FORMATS["mp3_44100_128"])) > 0.9 * 2.0 * 44100
+
+
+def test_vendor_sdk_reads_the_account(url: str) -> None:
+    client = ElevenLabs(api_key=KEY, base_url=url)
+    page = client.voices.search(page_size=2)
+    assert [v.voice_id for v in page.voices] == list(VOICES)[:2] and page.has_more and page.total_count == len(VOICES)
+    rest = client.voices.search(page_size=100, next_page_token=page.next_page_token)
+    assert [v.voice_id for v in rest.voices] == list(VOICES)[2:] and not rest.has_more
+    picked = client.voices.search(voice_ids=["vK7n2rg6OeynABb4ilbv", "NoSuchVoice000000000"])
+    assert [v.voice_id for v in picked.voices] == ["vK7n2rg6OeynABb4ilbv"]
+    voice = client.voices.get(DEFAULT_VOICE_ID)
+    assert voice.name == "Lena" and voice.settings is not None and voice.settings.stability == 0.5
+    with pytest.raises(SdkApiError) as missing:
+        client.voices.get("NoSuchVoice000000000")
+    assert missing.value.status_code == 404 and missing.value.body["detail"]["code"] == "voice_not_found"
+    models = {m.model_id: m for m in client.models.list()}
+    assert models["eleven_multilingual_sts_v2"].can_do_voice_conversion is True
+    assert models["eleven_multilingual_v2"].can_do_voice_conversion is False
+    subscription = client.user.subscription.get()
+    assert subscription.tier == "pro" and subscription.character_limit == 500_000
+    assert subscription.character_count >= 0 and subscription.next_character_count_reset_unix
+    assert client.user.get().subscription.tier == "pro"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import pyworld as pw
 
-from pipeline.errors import RejectedError
 from pipeline.offline import blocks, denoise, dsp, effects, level
-from pipeline.offline.conversion import credits_for
+from pipeline.offline.endpoint import credits_for
 from pipeline.offline.faults import FaultInjector, FaultSettings
 from pipeline.offline.params import parse_request
+from pipeline.offline.problems import Invalid
 from pipeline.offline.voices import DEFAULT_VOICE_ID, VOICES
 from pipeline.local.samples import speech_like
 
@@ -149,18 +149,22 @@ def test_similarity_boost_and_settings_map_to_the_transform() -> None:
 
 
 def test_parse_request_reports_every_problem_in_the_service_shape() -> None:
-    with pytest.raises(RejectedError) as caught:
+    with pytest.raises(Invalid) as caught:
         parse_request({"output_format": "wav", "optimize_streaming_latency": "9"},
                       {"seed": "4294967296", "voice_settings": json.dumps({"speed": 2}), "model_id": "eleven_v3",
-                       "file_format": "flac"}, has_audio=False)
-    locs = {tuple(item["loc"]) for item in caught.value.detail}
+                       "file_format": "flac"}, audio=None)
+    locs = {tuple(item["loc"]) for item in caught.value.problems}
+    # model_id is a plain string in the vendor's schema: which models exist is the account's answer (404/400)
     assert locs == {("query", "output_format"), ("query", "optimize_streaming_latency"), ("body", "seed"),
-                    ("body", "voice_settings", "speed"), ("body", "model_id"), ("body", "file_format"),
-                    ("body", "audio")}
-    assert all(set(item) >= {"loc", "msg", "type"} for item in caught.value.detail)
-    ok = parse_request({"enable_logging": "false"}, {"voice_settings": "", "unknown": "x", "seed": "0"},
-                       has_audio=True)
+                    ("body", "voice_settings", "speed"), ("body", "file_format"), ("body", "audio")}
+    assert all(set(item) >= {"loc", "msg", "type"} for item in caught.value.problems)
+    with pytest.raises(Invalid) as text_audio:
+        parse_request({}, {}, audio="not a file")
+    assert [item["loc"] for item in text_audio.value.problems] == [["body", "audio"]]
+    ok = parse_request({"enable_logging": "false"}, {"voice_settings": "", "unknown": "x", "seed": "0",
+                                                     "model_id": "eleven_v3"}, audio=object())
     assert ok.query.enable_logging is False and ok.settings_overrides == {} and ok.form.seed == 0
+    assert ok.form.model_id == "eleven_v3"
 
 
 def test_fault_draws_are_reproducible_and_follow_the_rates() -> None:
