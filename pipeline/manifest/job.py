@@ -66,6 +66,8 @@ class Job(BaseModel):
     id: str | None = Field(default=None, max_length=200)
     metadata: dict[str, Any] | None = None
     max_segment_seconds: float | None = Field(default=None, ge=10.0, le=300.0)
+    #: replace an object at the output that the pipeline did not write (not part of the job id: same result)
+    overwrite: bool = False
 
     @field_validator("input")
     @classmethod

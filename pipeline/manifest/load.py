@@ -6,7 +6,11 @@ validated through that model. Every problem of every line is reported as ``FILE:
 the file as a whole), and a bad line never hides the good ones: the valid lines become ``ManifestEntry`` objects.
 
 Beyond one line, ``load_manifests`` checks that no two jobs write the same output, that no job writes over another
-job's input, and that no two shards share a name.
+job's input or onto a key another job's records or checkpoints use, that no output is a key the pipeline keeps for
+itself (``pipeline.manifest.keys``), and that no two shards share a name.
+
+A problem's text is the manifest's own text in part (field names, values): ``str(problem)`` shows its control
+characters escaped, so printing it cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from pydantic import ValidationError
 
 from pipeline.config import Settings
 from pipeline.errors import ManifestError
+from pipeline.keys import RECORD_SUFFIXES, WORK_SUFFIX, derived_keys
 from pipeline.manifest.job import Job
 from pipeline.manifest.csv import read_csv, render_csv
+from pipeline.manifest.keys import output_key_problems
 from pipeline.manifest.messages import FILE, LINE, problems_from_error
 from pipeline.manifest.lines import RawLine, RawShard, encoding_problem, read_jsonl
 from pipeline.s3uri import S3Uri
+from pipeline.text import printable
 
 __all__ = [
     "ManifestEntry",
@@ -55,7 +62,7 @@ class ManifestProblem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+        return printable(f"{self.file}:{self.line}: {self.field}: {self.message}")
 
 
 @dataclass(frozen=True)
@@ -94,11 +101,13 @@ class ManifestLimits:
     allowed_input_buckets: tuple[str, ...] = ()
     allowed_output_buckets: tuple[str, ...] = ()
     max_line_bytes: int = 65536
+    #: ``STS_RUNS_URI``: no output may lie under it (empty: under ``sts-runs/`` of any output bucket)
+    runs_uri: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ManifestLimits:
         return cls(allowed_input_buckets=tuple(settings.allowed_input_buckets),
-                   allowed_output_buckets=tuple(settings.allowed_output_buckets))
+                   allowed_output_buckets=tuple(settings.allowed_output_buckets), runs_uri=settings.runs_uri)
 
 
 def check_output_prefix(output_prefix: str, limits: ManifestLimits | None = None) -> None:
@@ -116,7 +125,7 @@ def parse_manifest(data: bytes, name: str, *, fmt: str | None = None, output_pre
                    limits: ManifestLimits | None = None) -> Shard:
     """Read and check one shard from its bytes; ``fmt`` is ``"jsonl"`` or ``"csv"`` (``None``: by the name's suffix)."""
     shard = _parse(data, name, None, fmt, output_prefix, limits or ManifestLimits())
-    _check_across([shard])
+    _check_across([shard], limits or ManifestLimits())
     return shard
 
 
@@ -140,7 +149,7 @@ def load_manifests(paths: Sequence[Path], *, output_prefix: str | None = None,
                 shard.label, 0, FILE, f"another shard has the same name ({first.label}); shard names must be unique, "
                                       "rename one of the files (none of this file's jobs was loaded)"))
             shard.entries = []
-    _check_across(shards)
+    _check_across(shards, limits)
     return shards
 
 
@@ -213,6 +222,10 @@ def _check_line(line: RawLine, shard_name: str, output_prefix: str | None,
         problems.append(("output", OUTPUT_IS_INPUT))
     problems += _uri_problems(values, output_prefix, limits)
     if problems or job is None:
+        output = _parsed(values.get("output"))
+        if output is not None:  # a valid line gets these from ``_check_across``, naming any line it collides with
+            problems += [("output", problem.message)
+                         for problem in output_key_problems(output, runs_uri=limits.runs_uri)]
         return None, problems
     entry = ManifestEntry(shard=shard_name, line=line.line, job=job, job_id=job.job_id(output_prefix),
                           output=job.resolved_output(output_prefix), raw=values)
@@ -251,24 +264,61 @@ def _not_allowed(bucket: str, allowed: tuple[str, ...], kind: str) -> str:
             f"or add it to STS_ALLOWED_{kind}_BUCKETS")
 
 
-def _check_across(shards: list[Shard]) -> None:
-    """Drop, with a problem each, the entries that repeat an earlier output or write over any job's input."""
+#: what writing an output onto another job's derived key would do to that job
+_COLLISION = {
+    "provenance record": "that job would count as done without being converted",
+    "failure record": "that job's success would delete it",
+}
+
+
+def _check_across(shards: list[Shard], limits: ManifestLimits) -> None:
+    """Drop, with a problem each, the entries whose output repeats an earlier output, writes over any job's input,
+    lands on a key another job's records or checkpoints use, or is refused for its key alone (``manifest.keys``)."""
     inputs: dict[str, str] = {}
+    owners: dict[str, str] = {}  # every output -> the first line that writes it
     for shard in shards:
         for entry in shard.entries:
             inputs.setdefault(entry.job.input, f"{shard.label}:{entry.line}")
+            owners.setdefault(entry.output, f"{shard.label}:{entry.line}")
     outputs: dict[str, str] = {}
     for shard in shards:
         kept = []
         for entry in shard.entries:
+            where = f"{shard.label}:{entry.line}"
+            messages = []
             if entry.output in outputs:
-                message = f"same output as {outputs[entry.output]}; each job needs its own output"
+                messages.append(f"same output as {outputs[entry.output]}; each job needs its own output")
             elif entry.output in inputs:
-                message = f"is the input of {inputs[entry.output]}; this job would overwrite that job's source"
+                messages.append(f"is the input of {inputs[entry.output]}; this job would overwrite that job's source")
             else:
-                outputs[entry.output] = f"{shard.label}:{entry.line}"
+                messages += _collisions(entry.output, owners)
+            if not messages:
+                messages += [problem.message for problem in
+                             output_key_problems(S3Uri.parse(entry.output), runs_uri=limits.runs_uri)]
+            if not messages:
+                outputs[entry.output] = where
                 kept.append(entry)
                 continue
-            shard.problems.append(ManifestProblem(shard.label, entry.line, "output", message))
+            shard.problems.extend(ManifestProblem(shard.label, entry.line, "output", message) for message in messages)
         shard.entries = kept
         shard.problems.sort(key=lambda problem: problem.line)
+
+
+def _collisions(output: str, owners: dict[str, str]) -> list[str]:
+    """How ``output`` lands on another line's derived keys (its records, its work prefix), naming that line."""
+    found = []
+    for suffix in RECORD_SUFFIXES:
+        owner = output[:-len(suffix)] if output.endswith(suffix) else None
+        if owner is not None and owner in owners:
+            kind = next(kind for kind, key in derived_keys(owner).items() if key == output)
+            found.append(f"is the {kind} of the job at {owners[owner]} ({owner}); {_COLLISION[kind]}: "
+                         "choose another key")
+    at = output.find(WORK_SUFFIX)
+    while at >= 0:
+        owner = output[:at]
+        if owner in owners:
+            found.append(f"lies under the work prefix of the job at {owners[owner]} ({owner}{WORK_SUFFIX}), where "
+                         "that job keeps its segment checkpoints: it would be stitched in as a segment or deleted "
+                         "when that job finishes; choose another key")
+        at = output.find(WORK_SUFFIX, at + 1)
+    return found

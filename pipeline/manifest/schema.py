@@ -51,6 +51,9 @@ DESCRIPTIONS: dict[str, str] = {
     "max_segment_seconds": "Convert inputs longer than this in segments of at most this many seconds and stitch "
                            "the outputs (the service takes at most 5 minutes a request). Unset: the pipeline's "
                            "setting.",
+    "overwrite": "Replace an object already at the output that this pipeline did not write (no provenance record "
+                 "beside it). Without it such a job fails output_exists and the object is left as it is. Not part "
+                 "of the job id.",
     "voice_settings.stability": "Stability of the voice, 0-1.",
     "voice_settings.similarity_boost": "How closely the output should match the target voice, 0-1.",
     "voice_settings.style": "Style exaggeration, 0-1.",
