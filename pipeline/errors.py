@@ -19,9 +19,13 @@
     │   ├── ApiError                   400/403/404 (and other non-retryable statuses) from the service
     │   │   └── AuthError              401: the API key is wrong; the whole run should stop
     │   └── DeliveryLimitError         the job was delivered more often than allowed (poison message)
-    ├── RejectedError                  422 from the service: the request itself is wrong; ``detail`` keeps the API's body
+    ├── RejectedError                  the service refused the request itself (422 validation; 400 audio_too_long,
+    │   │                              invalid_audio, request_too_large); ``detail`` keeps the API's body
+    │   └── RefusedByPlanError         403: this key's plan cannot do that request shape (a tier-gated format, a
+    │                                  feature, a voice or model it may not use); every job asking the same is refused
     └── Deferred                       not an error of the job: it was not started (budget reached, no limiter slot);
         ├── BudgetExceededError        the run's credit budget would be crossed
+        ├── QuotaExceededError         401 quota_exceeded / 402: the account's credits are spent until the reset
         └── SlotUnavailableError       no concurrency slot within the bounded wait; re-queue the job
 
 Every error knows the state a job ends in when it is final (``final_state``: failed, rejected or deferred) and its
@@ -55,8 +59,10 @@ __all__ = [
     "ManifestError",
     "PermanentError",
     "PipelineError",
+    "QuotaExceededError",
     "RateLimitedError",
     "RecordError",
+    "RefusedByPlanError",
     "RejectedError",
     "ResponseInfo",
     "RunConflict",
@@ -234,6 +240,15 @@ class RejectedError(PipelineError):
         return {**super().to_record(), "detail": self.detail}
 
 
+class RefusedByPlanError(RejectedError):
+    """403: the key's plan cannot do this request shape; ``reason`` is the API's code (output_format_not_allowed, ...)."""
+
+    def __init__(self, message: str, *, code: str, detail: Any = None, request_id: str | None = None,
+                 response: ResponseInfo | None = None) -> None:
+        super().__init__(message, detail=detail, status=403, request_id=request_id, response=response)
+        self.reason = code
+
+
 class Deferred(PipelineError):
     """The job was not started; it is neither failed nor done."""
 
@@ -243,6 +258,18 @@ class Deferred(PipelineError):
 
 class BudgetExceededError(Deferred):
     reason = Reason.BUDGET.value
+
+
+class QuotaExceededError(Deferred):
+    """The account's credits for the period are spent (401 quota_exceeded, 402): nothing more is spent until
+    ``resets_at`` (epoch seconds, when the service said), and what is left is deferred for ``retry``."""
+
+    reason = Reason.QUOTA_EXCEEDED.value
+
+    def __init__(self, message: str, *, resets_at: float | None = None, status: int | None = None,
+                 request_id: str | None = None, response: ResponseInfo | None = None) -> None:
+        super().__init__(message, status=status, request_id=request_id, response=response)
+        self.resets_at = resets_at
 
 
 class SlotUnavailableError(Deferred):

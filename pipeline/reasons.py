@@ -45,6 +45,14 @@ class Reason(str, Enum):
     TRANSIENT = "transient"
     API_ERROR = "api_error"
     REJECTED = "rejected"
+    AUDIO_TOO_LONG = "audio_too_long"
+    INVALID_AUDIO = "invalid_audio"
+    REQUEST_TOO_LARGE = "request_too_large"
+    OUTPUT_FORMAT_NOT_ALLOWED = "output_format_not_allowed"
+    FEATURE_NOT_AVAILABLE = "feature_not_available"
+    VOICE_ACCESS_DENIED = "voice_access_denied"
+    MODEL_ACCESS_DENIED = "model_access_denied"
+    QUOTA_EXCEEDED = "quota_exceeded"
     # the run
     BUDGET = "budget"
     NO_SLOT = "no_slot"
@@ -97,6 +105,14 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.TRANSIENT: "another fault worth retrying",
     Reason.API_ERROR: "the service refused the request in a way retrying cannot fix",
     Reason.REJECTED: "the service validated the request and refused it (422)",
+    Reason.AUDIO_TOO_LONG: "the service refused the input as too long (400): segment it (STS_MAX_SEGMENT_SECONDS)",
+    Reason.INVALID_AUDIO: "the service could not read the input (400): re-export it",
+    Reason.REQUEST_TOO_LARGE: "the upload was over the service's size limit (400): compress or segment it",
+    Reason.OUTPUT_FORMAT_NOT_ALLOWED: "the plan's tier does not allow that output_format (403): pick another or upgrade",
+    Reason.FEATURE_NOT_AVAILABLE: "the plan does not include a feature the request asked for (403)",
+    Reason.VOICE_ACCESS_DENIED: "the API key may not use that voice (403)",
+    Reason.MODEL_ACCESS_DENIED: "the API key may not use that model (403)",
+    Reason.QUOTA_EXCEEDED: "deferred: the account's credits for the period are spent; retry after the reset",
     Reason.BUDGET: "deferred: the run's credit budget would have been crossed",
     Reason.NO_SLOT: "deferred: no concurrency slot within the wait (re-queued)",
     Reason.CLAIMED: "another delivery of the same job was converting it (re-queued; never a final state)",
