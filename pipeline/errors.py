@@ -71,6 +71,7 @@ __all__ = [
     "StorageUnavailableError",
     "TransientError",
     "redact",
+    "redact_value",
     "register_secret",
     "summarize_rejection",
 ]
@@ -84,11 +85,40 @@ def register_secret(value: str | None) -> None:
         _SECRETS.add(value)
 
 
+#: what looks like a secret even when it was never registered: ``(pattern, replacement)``, applied in order
+_SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # an xi-api-key header value, whatever it looks like
+    (re.compile(r"(?i)(xi-api-key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"), r"\1***"),
+    # presigned-URL credentials: the signature, the session token and the access key id in the query
+    (re.compile(r"(?i)(X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s\"'<>]+"), r"\1***"),
+    # vendor keys (sk_...) and AWS access key ids
+    (re.compile(r"\bsk_[A-Za-z0-9]{16,}"), "***"),
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "***"),
+    # a long token after a word that names a secret: api_key=..., "token": "...", Authorization: Bearer ...
+    (re.compile(r"(?i)\b([\w-]*(?:api[_-]?key|access[_-]?key|secret|token|password|passwd|authorization|bearer|"
+                r"credentials?|signature)[\w-]*['\"]?\s*[:=]?\s*['\"]?(?:bearer\s+)?)"
+                r"[A-Za-z0-9+/_.~-]{16,}=*"), r"\1***"),
+)
+
+
 def redact(text: str) -> str:
-    """Replace every registered secret, and anything shaped like an ``xi-api-key`` header value, with ``***``."""
+    """Replace every registered secret, and anything shaped like a key, token or URL signature, with ``***``."""
     for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
-    return re.sub(r"(?i)(xi-api-key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+", r"\1***", text)
+    for pattern, replacement in _SECRET_SHAPES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """A JSON-able value with ``redact`` applied to every string in it, keys included (for the API's bodies)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(key)): redact_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -237,7 +267,7 @@ class RejectedError(PipelineError):
         self.detail = detail
 
     def to_record(self) -> dict[str, Any]:
-        return {**super().to_record(), "detail": self.detail}
+        return {**super().to_record(), "detail": redact_value(self.detail)}
 
 
 class RefusedByPlanError(RejectedError):
