@@ -1,6 +1,11 @@
 """A reconcile report as one JSON object, as CSV (one row per line of the manifests), and as a terminal table.
 
 The JSON object (``report_dict``) is the report's single source of numbers: the HTML page is drawn from it too.
+
+Much of a report is others' text (manifest names and fields, object keys, the API's messages): messages are redacted
+once more on the way in (records written before a secret's shape was known), the terminal shows every such text with
+its control characters escaped (``pipeline.text.printable``), and CSV text cells that start like a formula get a
+leading ``'`` so spreadsheets show them as text.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.errors import redact
 from pipeline.report.reconcile import Group, JobResult, RunReport, ShardSummary
 from pipeline.states import LEDGER_STATES, JobState
+from pipeline.text import printable, spreadsheet_cell
 
 REPORT_SCHEMA = "sts-pipeline/reconcile"
 SCHEMA_VERSION = 1
@@ -47,7 +54,7 @@ def report_dict(report: RunReport, *, examples: int = EXAMPLES) -> dict[str, Any
         "deferred": [_group(g, "reason", examples) for g in report.groups(JobState.DEFERRED)],
         "missing": [_job(r) for r in report.in_state(JobState.MISSING)],
         "orphans": [{**_job(r), "state": r.state.value} for r in report.orphans],
-        "invalid": [{"where": f"{p.file}:{p.line}", "field": p.field, "message": p.message}
+        "invalid": [{"where": f"{p.file}:{p.line}", "field": p.field, "message": redact(p.message)}
                     for p in report.problems],
         "quality": {
             "measured": sum(1 for r in report.in_state(JobState.SUCCEEDED) if r.quality),
@@ -69,12 +76,17 @@ def _counts(summary: ShardSummary) -> dict[str, Any]:
 
 def _group(group: Group, key: str, examples: int) -> dict[str, Any]:
     return {
-        key: group.key,
+        key: redact(group.key) if isinstance(group.key, str) else group.key,
         "count": group.count,
         "error_classes": sorted({r.error_class for r in group.results if r.error_class}),
-        "examples": [{"where": r.where, "job_id": r.entry.job_id, "message": r.message, "status": r.http_status,
+        "examples": [{"where": r.where, "job_id": r.entry.job_id, "message": _redacted(r.message),
+                      "status": r.http_status,
                       "request_id": r.request_id} for r in group.results[:examples]],
     }
+
+
+def _redacted(text: str | None) -> str | None:
+    return redact(text) if text else text
 
 
 def _job(result: JobResult) -> dict[str, Any]:
@@ -101,17 +113,24 @@ def write_csv(report: RunReport, path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for r in report.results:
-            writer.writerow([r.entry.shard, r.entry.line, r.entry.job_id, r.state.value, r.reason or "",
-                             r.message or "", r.entry.output, credits(r.credits) if r.credits else "",
-                             _cell(r.drift_ms), _cell(r.lufs), " ".join(r.flags), r.request_id or "",
+            writer.writerow([_text(r.entry.shard), r.entry.line, _text(r.entry.job_id), r.state.value,
+                             _text(r.reason or ""), _text(redact(r.message or "")), _text(r.entry.output),
+                             credits(r.credits) if r.credits else "", _cell(r.drift_ms), _cell(r.lufs),
+                             _text(" ".join(r.flags)), _text(r.request_id or ""),
                              r.finished_at.isoformat() if r.finished_at else ""])
         for shard in report.shards:
             for p in shard.problems:
-                writer.writerow([shard.name, p.line, "", "invalid", p.field, p.message, "", "", "", "", "", "", ""])
+                writer.writerow([_text(shard.name), p.line, "", "invalid", _text(p.field), _text(redact(p.message)),
+                                 "", "", "", "", "", "", ""])
 
 
 def _cell(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
+
+
+def _text(value: str) -> object:
+    """A cell of others' text: shown by spreadsheets as text, never run as a formula."""
+    return spreadsheet_cell(value)
 
 
 # --- terminal
@@ -130,13 +149,13 @@ def print_report(report: RunReport, console: Console) -> None:
         if rows:
             console.print(Text(f"{title} ({len(rows)})", style="bold"))
             for row in rows[:_LISTED]:
-                console.print(Text(f"  {row['where']}  {row['output']}"))
+                console.print(Text(printable(f"  {row['where']}  {row['output']}")))
             if len(rows) > _LISTED:
                 console.print(Text(f"  ... and {len(rows) - _LISTED} more (--json or --csv lists them all)"))
     if data["invalid"]:
         console.print(Text(f"Invalid lines, never enqueued ({len(data['invalid'])})", style="bold"))
         for row in data["invalid"][:_LISTED]:
-            console.print(Text(f"  {row['where']}: {row['field']}: {row['message']}"))
+            console.print(Text(printable(f"  {row['where']}: {row['field']}: {row['message']}")))
     if data["quality"]["flags"]:
         console.print(Text("Quality flags: " + ", ".join(f"{flag} {count}" for flag, count
                                                           in data["quality"]["flags"].items())))
@@ -144,14 +163,14 @@ def print_report(report: RunReport, console: Console) -> None:
 
 
 def _shard_table(data: dict[str, Any]) -> Table:
-    title = f"run {data['run_id']}" if data["run_id"] else "reconcile"
+    title = printable(f"run {data['run_id']}" if data["run_id"] else "reconcile")
     table = Table(title=title)
     columns = ("lines", *(o.value for o in LEDGER_STATES), "invalid", "credits")
     table.add_column("shard")
     for column in columns:
         table.add_column(column, justify="right")
     for row in data["shards"]:
-        table.add_row(Text(row["name"]), *(_figure(row[c]) for c in columns))
+        table.add_row(Text(printable(row["name"])), *(_figure(row[c]) for c in columns))
     table.add_row(Text("total", style="bold"), *(Text(_figure(data["totals"][c]), style="bold") for c in columns))
     return table
 
@@ -162,9 +181,9 @@ def _group_table(title: str, key: str, rows: list[dict[str, Any]]) -> Table:
     table.add_column("jobs", justify="right")
     table.add_column("examples")
     for row in rows:
-        examples = "\n".join(f"{e['where']}: {e['message']}" if key == "reason" else e["where"]
+        examples = "\n".join(printable(f"{e['where']}: {e['message']}" if key == "reason" else e["where"])
                              for e in row["examples"])
-        table.add_row(Text(str(row[key])), str(row["count"]), Text(examples))
+        table.add_row(Text(printable(row[key])), str(row["count"]), Text(examples))
     return table
 
 
