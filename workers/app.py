@@ -8,14 +8,52 @@
 - a lost broker connection does not cancel running jobs: a job needs that connection only for its ack, and
   terminating it between uploading its output and writing the commit marker left an orphan output that the retry
   wrote a second time (the chaos drill's Redis restart). Should the message come back, the commit marker stops it.
+
+Every log line a worker writes goes through ``UntrustedText``: log lines carry others' text (object keys, manifest
+fields, the API's messages), so each is redacted and has its control characters escaped, one record one line.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
 
 from pipeline.config import Settings, get_settings
+from pipeline.errors import redact
+from pipeline.text import printable
 from workers.heartbeat import VisibilityHeartbeat
+
+
+class UntrustedText(logging.Filter):
+    """Makes a log record safe to show: secrets redacted, control characters escaped (an ESC sequence cannot drive
+    the terminal or log viewer, a line break cannot forge a line); a traceback keeps its own line breaks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to the handler's own error reporting
+            return True
+        record.msg, record.args = printable(redact(message)), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = printable(redact(record.exc_text), multiline=True)
+        if record.stack_info:
+            record.stack_info = printable(redact(record.stack_info), multiline=True)
+        return True
+
+
+def _filter_handlers(logger: logging.Logger | None = None, **_: Any) -> None:
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(existing, UntrustedText) for existing in handler.filters):
+            handler.addFilter(UntrustedText())
+
+
+after_setup_logger.connect(_filter_handlers, weak=False)
+after_setup_task_logger.connect(_filter_handlers, weak=False)
 
 
 def create_app(settings: Settings | None = None) -> Celery:

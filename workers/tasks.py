@@ -9,6 +9,7 @@ import random
 from celery import Task, shared_task
 
 from pipeline.config import get_settings
+from pipeline.conversion.claim import JobClaimed
 from pipeline.conversion.context import WorkerContext
 from pipeline.conversion.job import run_job
 from pipeline.errors import SlotUnavailableError, StorageUnavailableError
@@ -37,7 +38,9 @@ def convert(self: Task, message: dict) -> str:  # type: ignore[type-arg]
     job_message = JobMessage.from_dict(message)
     try:
         return run_job(worker.for_job(job_message, task_id=self.request.id)).value
-    except SlotUnavailableError:
+    except (SlotUnavailableError, JobClaimed) as error:
+        if isinstance(error, JobClaimed):
+            log.info("job %s: %s", job_message.job_id, error.message)
         delay_s = worker.settings.requeue_delay_s * random.uniform(0.5, 1.5)
         raise self.retry(countdown=delay_s, max_retries=None) from None
     except StorageUnavailableError as error:

@@ -13,8 +13,11 @@ from pipeline.cli._base import main
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(concurrency: int, hostname: str | None, loglevel: str) -> None:
     """Run a worker that converts jobs from the queue."""
+    from pipeline.config import get_settings
+    from pipeline.run.broker import check_broker
     from workers.app import create_app
 
+    check_broker(get_settings())
     app = create_app()
     argv = ["worker", "-P", "prefork", "-c", str(concurrency), "-Q", app.conf.task_default_queue,
             "--loglevel", loglevel, "--without-gossip", "--without-mingle"]

@@ -1,7 +1,14 @@
-"""The worker's job, start to finish: check, download, probe, prepare, convert (whole or in segments), measure,
-upload, commit.
+"""The worker's job, start to finish: check, claim, download, probe, prepare, convert (whole or in segments),
+measure, upload, commit.
 
-The outcome is durable in S3 (see ``pipeline.storage.records``); Redis only mirrors it for ``status``.
+The outcome is durable in S3 (see ``pipeline.storage.records``); Redis only mirrors it for ``status``. Whatever a
+response or an object holds, a job ends in a terminal record or goes back to the queue undecided: an exception that is
+not one of the pipeline's own errors (a bug, a value nobody expected) fails the job as ``internal_error`` with a
+record, instead of leaving it ``running`` with none (a retry would then pay again).
+
+Before anything is spent the worker checks, again, what ``validate`` checked about the output key
+(``pipeline.manifest.keys``), and that the output is not an object someone else wrote (``output_exists``, unless the
+line or run says ``overwrite``). One delivery converts a job at a time (``pipeline.conversion.claim``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pipeline.audio.prepare import content_type_of, prepare
 from pipeline.audio.probe import check_limits, probe
 from pipeline.audio.quality import measure
 from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expected_output_s
+from pipeline.conversion.claim import JobClaim, JobClaimed
 from pipeline.conversion.context import JobContext
 from pipeline.conversion.guard import DeliveryGuard
 from pipeline.conversion.longform import convert_segmented, delete_work
@@ -24,35 +32,98 @@ from pipeline.errors import (
     AuthError,
     DeliveryLimitError,
     InputError,
+    PermanentError,
     PipelineError,
     SlotUnavailableError,
     StorageUnavailableError,
+    redact,
 )
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.manifest.job import Job
+from pipeline.manifest.keys import output_key_problems
+from pipeline.reasons import Reason
 from pipeline.s3uri import S3Uri
 from pipeline._redis import best_effort
 from pipeline.states import JobState
 from pipeline.storage.records import FailureRecord, is_committed, record_failure
-from pipeline.storage.s3 import sha256_file
+from pipeline.storage.s3 import ObjectInfo, sha256_file
+from pipeline.text import printable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_job"]
+__all__ = ["InternalError", "run_job"]
+
+#: the longest summary of an unexpected exception a failure record keeps
+_SUMMARY_CHARS = 300
+
+
+class InternalError(PermanentError):
+    """An exception that is not one of the pipeline's own ended the job: a bug, or a value nobody expected."""
+
+    reason = Reason.INTERNAL_ERROR.value
+
+    @classmethod
+    def of(cls, error: BaseException) -> InternalError:
+        """The error for a failure record: the exception's type and a redacted, printable summary, no traceback."""
+        summary = printable(redact(str(error)))
+        if len(summary) > _SUMMARY_CHARS:
+            summary = summary[:_SUMMARY_CHARS] + "..."
+        return cls(f"internal error {type(error).__name__}" + (f": {summary}" if summary else "") +
+                   "; the job was stopped (the worker log has the traceback): report it, then retry the job")
 
 
 def run_job(ctx: JobContext) -> JobState:
     """Run one job to a terminal state.
 
-    Raises ``SlotUnavailableError`` (no limiter slot in time) or ``StorageUnavailableError`` (S3 did not answer) when
-    the job should go back to the queue undecided.
+    Raises ``SlotUnavailableError`` (no limiter slot in time), ``StorageUnavailableError`` (S3 did not answer) or
+    ``JobClaimed`` (another delivery converts the job right now) when the job should go back to the queue undecided.
     """
     message = ctx.message
-    job = Job.model_validate(message.job)
-    output = S3Uri.parse(message.output)
+    try:
+        job = Job.model_validate(message.job)
+        output = S3Uri.parse(message.output)
+    except Exception as error:  # a message no submit of this version writes: nothing to convert, nowhere to record
+        log.error("job %s (%s:%s): the task message cannot be read (%s); dropped without a record",
+                  message.job_id, message.shard, message.line, InternalError.of(error).message)
+        best_effort(ctx.run_state.mark, message.job_id, JobState.FAILED)
+        return JobState.FAILED
+    try:
+        return _claimed(ctx, job, output)
+    except (SlotUnavailableError, StorageUnavailableError, JobClaimed):
+        raise
+    except Exception as error:  # the commit check or the claim failed oddly; nothing was spent
+        log.exception("job %s: stopped before it started", message.job_id)
+        failure = error if isinstance(error, PipelineError) else InternalError.of(error)
+        state = _fail(ctx, job, output, failure, [], 1)
+        best_effort(ctx.run_state.mark, message.job_id, state)
+        return state
+
+
+def _claimed(ctx: JobContext, job: Job, output: S3Uri) -> JobState:
+    """Skip a committed job; claim it (so no other delivery spends on it meanwhile), then run it."""
+    message = ctx.message
     if is_committed(ctx.storage, output):
         ctx.run_state.mark(message.job_id, JobState.SUCCEEDED)
         return JobState.SUCCEEDED
+    claim = JobClaim(ctx.redis, message.job_id, ttl_s=ctx.settings.claim_ttl_s)
+    if not claim.acquire(ctx.settings.claim_wait_s):
+        if is_committed(ctx.storage, output):  # the delivery that holds the claim has just finished the job
+            best_effort(ctx.run_state.mark, message.job_id, JobState.SUCCEEDED)
+            return JobState.SUCCEEDED
+        best_effort(ctx.run_state.mark, message.job_id, JobState.QUEUED)
+        raise JobClaimed(f"job {message.job_id} is being converted by another delivery (it holds {claim.key} "
+                         f"for more than STS_CLAIM_WAIT_S={ctx.settings.claim_wait_s:g} s); back to the queue")
+    try:
+        if is_committed(ctx.storage, output):  # committed between the first check and the claim
+            ctx.run_state.mark(message.job_id, JobState.SUCCEEDED)
+            return JobState.SUCCEEDED
+        return _run(ctx, job, output)
+    finally:
+        best_effort(claim.release)
+
+
+def _run(ctx: JobContext, job: Job, output: S3Uri) -> JobState:
+    message = ctx.message
     guard = DeliveryGuard(ctx.redis, message.job_id)
     deliveries = guard.begin()
     attempts: list[AttemptRecord] = []
@@ -71,6 +142,10 @@ def run_job(ctx: JobContext) -> JobState:
             raise  # the task goes back to the queue; nothing was decided about the job
         except PipelineError as error:
             state = _fail(ctx, job, output, error, attempts, deliveries)
+        except Exception as error:  # not ours: a bug or an odd value; the job still ends with a record
+            log.exception("job %s (%s:%d): unexpected %s", message.job_id, message.shard, message.line,
+                          type(error).__name__)
+            state = _fail(ctx, job, output, InternalError.of(error), attempts, deliveries)
     finally:
         best_effort(guard.end)
     best_effort(ctx.run_state.mark, message.job_id, state)
@@ -115,7 +190,10 @@ def _convert(ctx: JobContext, job: Job, output: S3Uri, attempts: list[AttemptRec
     settings = ctx.settings
     started = time.time()
     source = S3Uri.parse(job.input)
+    for problem in output_key_problems(output, runs_uri=settings.runs_uri):
+        raise InputError(f"output {output} {problem.message}", reason=problem.reason)
     _check_buckets(ctx, source, output)
+    _check_not_foreign(ctx, job, output)
     head = ctx.storage.require(source, role="input")
     if head.size_bytes > settings.max_input_bytes:
         raise InputError(f"input {source} is {head.size_bytes} bytes, over STS_MAX_INPUT_BYTES="
@@ -130,6 +208,24 @@ def _convert(ctx: JobContext, job: Job, output: S3Uri, attempts: list[AttemptRec
     if made.segments is not None:
         delete_work(ctx.storage, output)
     return JobState.SUCCEEDED
+
+
+def _check_not_foreign(ctx: JobContext, job: Job, output: S3Uri) -> None:
+    """Refuse to overwrite an object at the output that this pipeline did not write, unless told to."""
+    existing = ctx.storage.head(output)
+    if existing is None or job.overwrite or _written_by_us(existing):
+        return
+    raise InputError(
+        f"output {output} already exists and was not written by this pipeline (no provenance record beside it, no "
+        f"pipeline metadata on it), so it was left as it is and nothing was spent; to replace it add "
+        f"\"overwrite\": true to the manifest line (or submit the run with --overwrite), or choose another output",
+        reason=Reason.OUTPUT_EXISTS.value)
+
+
+def _written_by_us(info: ObjectInfo) -> bool:
+    """Our uploads carry their content hash as user metadata (``pipeline.storage.s3.SHA256_META``): an output a
+    crashed delivery uploaded but never committed is ours to replace."""
+    return info.sha256 is not None
 
 
 def _make(ctx: JobContext, job: Job, output: S3Uri, source: S3Uri, workdir: Path, attempts: list[AttemptRecord],

@@ -32,8 +32,12 @@ class SubmitReport:
 
 def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence[Shard], *, run_id: str,
             force: bool = False, budget_credits: float | None = None, info: dict[str, Any] | None = None,
-            entries: Sequence[ManifestEntry] | None = None) -> SubmitReport:
-    """Enqueue every valid entry of ``shards`` (or just ``entries``) not yet committed in S3 (all with ``force``)."""
+            entries: Sequence[ManifestEntry] | None = None, overwrite: bool = False) -> SubmitReport:
+    """Enqueue every valid entry of ``shards`` (or just ``entries``) not yet committed in S3 (all with ``force``).
+
+    With ``overwrite`` every job may replace an object at its output that the pipeline did not write (the task
+    message's job says ``"overwrite": true``, as if every line did).
+    """
     chosen = list(entries) if entries is not None else [e for shard in shards for e in shard.entries]
     report = SubmitReport(run_id=run_id, jobs=len(chosen))
     done: set[str] = set()
@@ -52,9 +56,11 @@ def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence
     now = time.time()
     with app.producer_or_acquire() as producer:
         for entry in todo:
+            job = entry.job.model_dump(mode="json", exclude_none=True)
+            if overwrite:
+                job["overwrite"] = True
             message = JobMessage(run_id=run_id, shard=entry.shard, line=entry.line, job_id=entry.job_id,
-                                 output=entry.output, job=entry.job.model_dump(mode="json", exclude_none=True),
-                                 queued_at=now)
+                                 output=entry.output, job=job, queued_at=now)
             app.send_task(TASK_CONVERT, args=[message.to_dict()], task_id=task_id(run_id, entry.job_id),
                           producer=producer)
     report.enqueued = len(todo)
@@ -64,9 +70,10 @@ def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence
 
 def start_run(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence[Shard], *, run_id: str,
               root: S3Uri, info: dict[str, Any], manifests: dict[str, bytes], budget_credits: float | None = None,
-              force: bool = False, entries: Sequence[ManifestEntry] | None = None) -> SubmitReport:
+              force: bool = False, entries: Sequence[ManifestEntry] | None = None,
+              overwrite: bool = False) -> SubmitReport:
     """Store the run's copy in S3 (so it can be found from any machine), then enqueue its jobs."""
     save_run(storage, root, run_id, {**info, "budget": budget_credits, "runs_root": str(root)}, manifests)
     live_info = {"runs_root": str(root), **{k: v for k, v in info.items() if k == "retry_of"}}
     return enqueue(app, storage, client, shards, run_id=run_id, force=force, budget_credits=budget_credits,
-                   info=live_info, entries=entries)
+                   info=live_info, entries=entries, overwrite=overwrite)
