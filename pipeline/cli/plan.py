@@ -18,13 +18,15 @@ from pipeline.cli._base import main
 @click.option("--concurrency", type=int, default=None,
               help="Requests in flight to plan for (default: the limiter's current cap, else the configured one).")
 def plan(manifests: tuple[Path, ...], output_prefix: str | None, as_json: bool, concurrency: int | None) -> None:
-    """Validate MANIFESTS and estimate jobs, audio seconds, credits and wall time without converting anything."""
+    """Validate MANIFESTS, check them against the account, and estimate jobs, audio seconds, credits and wall time
+    without converting anything. Exits 1 if a line or the account's answer is a problem."""
     import redis
     from rich.console import Console
     from rich.table import Table
 
     from pipeline.config import get_settings
     from pipeline.api.limiter import Limiter
+    from pipeline.cli._preflight import check_account
     from pipeline.manifest.load import ManifestLimits, load_manifests
     from pipeline.run.plan import Plan, ShardPlan, make_plan
     from pipeline.storage.s3 import Storage
@@ -43,8 +45,15 @@ def plan(manifests: tuple[Path, ...], output_prefix: str | None, as_json: bool, 
         except redis.RedisError:
             concurrency = settings.max_concurrent_requests or 1
     result = make_plan(Storage.from_settings(settings), shards, settings, concurrency=concurrency)
+    account = check_account(settings, shards, result, console=console)
+    refused = len(account.problems) + (1 if account.credit_problem() else 0) if account else 0
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        data = result.to_dict()
+        if account is not None:
+            data["preflight"] = {"problems": [str(p) for p in account.problems],
+                                 "credits_left": account.credits_left, "shortfall": account.shortfall,
+                                 "tier": account.subscription.tier if account.subscription else None}
+        click.echo(json.dumps(data, indent=2))
     else:
         table = Table(title=f"plan at {result.concurrency} concurrent requests ({result.basis} rates)")
         for column in ("shard", "jobs", "done", "to run", "audio s", "credits", "wall s"):
@@ -58,4 +67,4 @@ def plan(manifests: tuple[Path, ...], output_prefix: str | None, as_json: bool, 
         for shard_plan in result.shards:
             for line in shard_plan.unprobed:
                 console.print(f"{shard_plan.name}: could not probe {line}", markup=False)
-    sys.exit(1 if problems else 0)
+    sys.exit(1 if problems or refused else 0)

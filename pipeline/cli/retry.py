@@ -32,6 +32,7 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
     import redis
     from rich.console import Console
 
+    from pipeline.cli._preflight import gate_run
     from pipeline.cli._wait import wait_and_exit
     from pipeline.errors import BrokerError
     from pipeline.manifest.load import ManifestLimits
@@ -63,12 +64,16 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
         if not plan.chosen:
             console.print("nothing to retry: no failed, deferred, orphaned or missing jobs", markup=False)
             return
+        shards, budget, refused = gate_run(settings, storage, plan.shards, console=console, skip_invalid=True,
+                                           allow_partial=True, budget=budget)
         new_id = new_run_id()
         origin = {"retry_of": source.run_id} if source.run_id else {}
-        submitted = start_run(create_app(settings), storage, client, plan.shards, run_id=new_id,
-                              root=runs_root(settings, S3Uri.parse(plan.entries[0].output).bucket),
-                              info={"output_prefix": prefix, "include_rejected": include_rejected, **origin},
-                              manifests=plan.manifests, budget_credits=budget, entries=plan.entries)
+        entries = [entry for shard in shards for entry in shard.entries]
+        submitted = start_run(create_app(settings), storage, client, shards, run_id=new_id,
+                              root=runs_root(settings, S3Uri.parse(entries[0].output).bucket),
+                              info={"output_prefix": prefix, "include_rejected": include_rejected,
+                                    "refused_lines": refused, **origin},
+                              manifests=plan.manifests, budget_credits=budget, entries=entries)
     except redis.RedisError as error:
         raise BrokerError(f"Redis did not answer ({error}); the retry needs it to enqueue: check STS_BROKER_URL "
                           "and STS_LIMITER_URL") from None

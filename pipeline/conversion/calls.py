@@ -26,10 +26,18 @@ from pipeline.api.client import CallResult, StsClient
 from pipeline.api.limiter import Limiter
 from pipeline.audio.decode import output_duration_s
 from pipeline.config import Settings
-from pipeline.errors import AuthError, PipelineError, SlotUnavailableError, TransientError
+from pipeline.errors import (
+    AuthError,
+    PipelineError,
+    QuotaExceededError,
+    RefusedByPlanError,
+    SlotUnavailableError,
+    TransientError,
+)
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.manifest.job import Job
 from pipeline.run.budget import Budget, Reservation
+from pipeline.run.quota import QuotaGate
 from pipeline.run.state import RunState
 
 log = logging.getLogger(__name__)
@@ -78,6 +86,7 @@ class CallContext:
     limiter: Limiter
     run_state: RunState | None = None
     budget: Budget | None = None
+    quota: QuotaGate | None = None
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -101,8 +110,7 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
     records = attempts if attempts is not None else []
     wait_s = 0.0
     for n in range(1, settings.max_attempts + 1):
-        if ctx.run_state is not None and (reason := ctx.run_state.halted()):
-            raise AuthError(f"the run was stopped before this request: {reason}", status=401)
+        _may_spend(ctx, job)
         record = AttemptRecord(n=n, started_at=_now(), segment=segment, wait_before_s=round(wait_s, 3))
         started = time.monotonic()
         try:
@@ -121,8 +129,7 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
             else:
                 _fail_attempt(record, started, error)
                 records.append(record)
-            if isinstance(error, AuthError) and ctx.run_state is not None:
-                ctx.run_state.halt(error.message)
+            _tell_the_run(ctx, job, error)
             if not isinstance(error, TransientError) or n == settings.max_attempts:
                 raise
             wait_s = backoff_delay_s(n, base_s=settings.backoff_base_s, max_s=settings.backoff_max_s,
@@ -130,6 +137,45 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
             log.info("attempt %d of job voice=%s failed (%s); retrying in %.1f s", n, job.voice_id, error.reason, wait_s)
             time.sleep(wait_s)
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+def request_shapes(job: Job) -> dict[str, str]:
+    """For each 403 code, the part of a request it refuses: a later job with the same part gets the same answer."""
+    features = (f"model_id={job.model_id},remove_background_noise={job.remove_background_noise},"
+                f"enable_logging={job.enable_logging},optimize_streaming_latency={job.optimize_streaming_latency}")
+    return {"output_format_not_allowed": f"output_format={job.output_format}",
+            "voice_access_denied": f"voice_id={job.voice_id}", "model_access_denied": f"model_id={job.model_id}",
+            "feature_not_available": features}
+
+
+def _may_spend(ctx: CallContext, job: Job) -> None:
+    """Raise what the run already knows would happen: a halt (bad key), a spent quota, a shape the plan refuses."""
+    if ctx.run_state is not None and (reason := ctx.run_state.halted()):
+        raise AuthError(f"the run was stopped before this request: {reason}", status=401)
+    if ctx.quota is not None:
+        ctx.quota.check()
+    if ctx.run_state is not None:
+        shapes = request_shapes(job)
+        if found := ctx.run_state.refused(shapes.values()):
+            shape, reason = found
+            code = next(code for code, value in shapes.items() if value == shape)
+            raise RefusedByPlanError(f"not sent: the service refused {shape} for this key's plan earlier in this "
+                                     f"run: {reason}", code=code)
+
+
+def _tell_the_run(ctx: CallContext, job: Job, error: PipelineError) -> None:
+    """What one response teaches every job of the run (and, for the quota, of the account)."""
+    if isinstance(error, AuthError) and ctx.run_state is not None:
+        ctx.run_state.halt(error.message)
+    elif isinstance(error, QuotaExceededError):
+        if ctx.quota is not None:
+            best_effort(ctx.quota.close, error)
+        if ctx.run_state is not None:
+            best_effort(ctx.run_state.pause, f"quota_exceeded: {error.message}")
+    elif isinstance(error, RefusedByPlanError) and ctx.run_state is not None:
+        shape = request_shapes(job).get(error.reason)
+        if shape is not None:
+            best_effort(ctx.run_state.refuse, shape, error.message)
 
 
 def _request(ctx: CallContext, job: Job, audio: Path, out: Path, content_type: str) -> CallResult:

@@ -12,11 +12,12 @@ from typing import Any
 import redis
 
 from pipeline.api.client import StsClient
-from pipeline.api.limiter import Limiter
+from pipeline.api.limiter import Limiter, key_id_for
 from pipeline.config import Settings
 from pipeline.conversion.calls import CallContext
 from pipeline.run.budget import Budget
 from pipeline.run.message import JobMessage
+from pipeline.run.quota import QuotaGate
 from pipeline.run.state import RunState
 from pipeline.storage.s3 import Storage
 
@@ -44,7 +45,8 @@ class WorkerContext:
     def for_job(self, message: JobMessage, *, task_id: str | None = None) -> JobContext:
         run_state = RunState(self.redis, message.run_id)
         calls = CallContext(settings=self.settings, client=self.client, limiter=self.limiter, run_state=run_state,
-                            budget=Budget(self.redis, message.run_id))
+                            budget=Budget(self.redis, message.run_id),
+                            quota=QuotaGate(self.redis, key_id_for(self.settings.api_key_value() or "")))
         return JobContext(worker=self, message=message, calls=calls, run_state=run_state, task_id=task_id)
 
 

@@ -19,6 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline.audio.container import wants_wav, wrap_wav
 from pipeline.audio.prepare import content_type_of, prepare
 from pipeline.audio.probe import check_limits, probe
 from pipeline.audio.quality import measure
@@ -255,9 +256,12 @@ def _make(ctx: JobContext, job: Job, output: S3Uri, source: S3Uri, workdir: Path
                              audio_content_type=content_type_of(prepared), attempts=attempts)
     timings["convert_s"] = time.monotonic() - mark
     quality = measure(converted, output_format=output_format, input_duration_s=expected_output_s(job, info.duration_s))
+    container = None
+    if wants_wav(output.key, output_format):  # the API's headerless samples, stored so that players open them
+        converted, container = wrap_wav(converted, workdir / "output.wav", output_format), "wav"
     return Made(source=downloaded, input_sha256=input_sha, info=info, prepared=prepared, converted=converted,
                 output_format=output_format, quality=quality.to_dict(), duration_out_s=quality.duration_out_s,
-                attempts=attempts, segments=segments, started=started, timings=timings)
+                attempts=attempts, segments=segments, started=started, timings=timings, container=container)
 
 
 def _stored_format(uri: S3Uri) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
+from pipeline.audio.container import WAV_CONTENT_TYPE
 from pipeline.audio.probe import AudioInfo
 from pipeline.conversion.calls import AttemptRecord
 from pipeline.errors import StorageUnavailableError
@@ -69,13 +70,19 @@ class Made:
     segments: list[dict[str, Any]] | None
     started: float
     timings: dict[str, float] = field(default_factory=dict)
+    #: the container the API's headerless samples were stored in (``wav``), or None: stored as the API sent them
+    container: str | None = None
+
+    @property
+    def content_type(self) -> str:
+        return WAV_CONTENT_TYPE if self.container == "wav" else self.output_format.content_type
 
 
 def _input_record(made: Made) -> dict[str, Any]:
     info = made.info
     return {"etag": made.source.etag, "size_bytes": made.source.size_bytes, "sha256": made.input_sha256,
             "duration_s": info.duration_s, "codec": info.codec, "sample_rate": info.sample_rate,
-            "channels": info.channels, "format_name": info.format_name}
+            "channels": info.channels, "format_name": info.format_name, "header_duration_s": info.header_duration_s}
 
 
 def provenance(message: JobMessage, job: Job, made: Made, *, api_base_url: str, output_sha: str,
@@ -89,8 +96,8 @@ def provenance(message: JobMessage, job: Job, made: Made, *, api_base_url: str, 
         attempts=[a.to_dict() for a in made.attempts],
         request_ids=[a.request_id for a in made.attempts if a.request_id], segments=made.segments,
         output={"size_bytes": made.converted.stat().st_size, "sha256": output_sha,
-                "duration_s": made.duration_out_s, "content_type": made.output_format.content_type,
-                "output_format": job.output_format},
+                "duration_s": made.duration_out_s, "content_type": made.content_type,
+                "output_format": job.output_format, "container": made.container},
         quality=made.quality, cost=cost_of(made.attempts),
         timings={"queued_at": iso(message.queued_at), "started_at": iso(made.started), "finished_at": iso(finished),
                  "queue_wait_s": round(made.started - message.queued_at, 3),
@@ -105,7 +112,7 @@ def publish(storage: Storage, output: S3Uri, output_sha: str, made: Made,
         if is_committed(storage, output):
             return  # another delivery finished while this one converted; keep its output
         mark = time.monotonic()
-        storage.upload_file(made.converted, output, content_type=made.output_format.content_type, sha256=output_sha)
+        storage.upload_file(made.converted, output, content_type=made.content_type, sha256=output_sha)
         made.timings["upload_s"] = time.monotonic() - mark
         commit(storage, output, record())
 

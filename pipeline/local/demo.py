@@ -2,13 +2,12 @@
 
 Starts redis-server, moto's S3 server, the offline STS server and one worker on free loopback ports; records the
 sample inputs that ``manifests/examples/demo.jsonl`` names (espeak-ng speech where installed, else a speech-like
-signal); uploads them; submits the manifest with a progress bar; prints a summary from the provenance records; and
-copies outputs and provenance to ``./demo-output/``.
+signal); uploads them; submits the manifest with a progress bar; prints a summary from the provenance records;
+copies outputs and provenance to ``./demo-output/`` with the run's HTML report; and says what to try next.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from rich.table import Table
 from pipeline.audio.prepare import resample_mono
 from pipeline.config import Settings
 from pipeline.local.services import LocalStack
-from pipeline.manifest.load import load_manifest
+from pipeline.manifest.load import Shard, load_manifest
 from pipeline.storage.records import ProvenanceRecord, provenance_uri
 from pipeline.s3uri import S3Uri
 from pipeline.local.samples import write_speech_like
@@ -84,39 +83,56 @@ def copy_results(storage: Storage, outputs: list[str]) -> int:
 
 
 def main() -> int:
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     shard = load_manifest(MANIFEST)
     if shard.problems:
         for problem in shard.problems:
             console.print(str(problem), markup=False)
         return 1
+    say = console.print
+    say(f"[bold]sts-pipeline demo[/]: {len(shard.entries)} recordings converted into other voices, on this machine; "
+        "nothing leaves it.")
     with tempfile.TemporaryDirectory(prefix="sts-demo-") as tmp, LocalStack(workdir=Path(tmp) / "stack") as stack:
-        console.print("[bold]starting[/] redis-server, S3 (moto), offline STS server, one worker (loopback only)")
+        say("starting on loopback: redis-server (queue), moto (S3), the offline speech-to-speech server, one worker")
+        say("  the voices are the offline server's DSP voices and its credits are simulated: no API key, no account")
         stack.start_redis()
         stack.start_s3()
         stack.start_sts()
         stack.start_worker(concurrency=2)
         with stack.applied():
             storage = Storage.from_settings(Settings())
-            inputs = sorted({entry.job.input for entry in shard.entries})
-            for bucket in {S3Uri.parse(u).bucket for u in inputs} | {S3Uri.parse(e.output).bucket
-                                                                      for e in shard.entries}:
-                storage.ensure_bucket(bucket)
-            for index, uri in enumerate(inputs):
-                wav = Path(tmp) / f"sample-{index}.wav"
-                record_sample(wav, index)
-                storage.upload_file(wav, S3Uri.parse(uri), content_type="audio/wav", sha256=sha256_file(wav))
-            console.print(f"recorded and uploaded {len(inputs)} samples")
+            _upload_samples(storage, shard, Path(tmp))
+            say(f"recorded {len({e.job.input for e in shard.entries})} sample sentences with "
+                f"{'espeak-ng' if shutil.which('espeak-ng') else 'a speech-like signal'} and uploaded them to S3")
+            say(f"submitting {MANIFEST} (one task per line)")
             submitted = subprocess.run(
                 [sys.executable, "-m", "pipeline.cli", "submit", str(MANIFEST), "--wait", "--timeout", "300"],
-                env=stack.env())
+                env=stack.env(), stdout=subprocess.PIPE, text=True)
+            run_id = submitted.stdout.strip().splitlines()[-1] if submitted.stdout.strip() else "?"
             outputs = [entry.output for entry in shard.entries]
             console.print(summary(storage, outputs))
             copied = copy_results(storage, outputs)
-            console.print(f"copied {copied} files (outputs and provenance) to ./{OUT_DIR}/")
-            console.print(json.dumps({"jobs": len(outputs), "submit_exit": submitted.returncode}))
-        console.print("stopping services")
+            report = OUT_DIR / "report.html"
+            subprocess.run([sys.executable, "-m", "pipeline.cli", "reconcile", "--run", run_id, "--html", str(report)],
+                           env=stack.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        say("stopping the local services")
+    say(f"run {run_id}: {copied} files (the outputs and a .provenance.json beside each: input hash, request, every "
+        f"attempt, quality, cost) are in ./{OUT_DIR}/, with the run's report in ./{report}", soft_wrap=True)
+    say("next:")
+    say(f"  open the report:    xdg-open {report}    (on a real run: sts-pipeline reconcile --run RUN_ID --html "
+        "report.html)", markup=False, soft_wrap=True)
+    say(f"  play an output:     ffplay -nodisp -autoexit {OUT_DIR}/greeting.mp3", markup=False, soft_wrap=True)
     return submitted.returncode
+
+
+def _upload_samples(storage: Storage, shard: Shard, tmp: Path) -> None:
+    inputs = sorted({entry.job.input for entry in shard.entries})
+    for bucket in {S3Uri.parse(u).bucket for u in inputs} | {S3Uri.parse(e.output).bucket for e in shard.entries}:
+        storage.ensure_bucket(bucket)
+    for index, uri in enumerate(inputs):
+        wav = tmp / f"sample-{index}.wav"
+        record_sample(wav, index)
+        storage.upload_file(wav, S3Uri.parse(uri), content_type="audio/wav", sha256=sha256_file(wav))
 
 
 if __name__ == "__main__":

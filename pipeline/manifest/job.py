@@ -9,17 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.formats import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
+from pipeline.formats import DEFAULT_MODEL_ID, DEFAULT_OUTPUT_FORMAT, MAX_SEED, OUTPUT_FORMATS, STS_MODEL_IDS
 from pipeline.s3uri import S3Uri
 
-STS_MODELS = ("eleven_english_sts_v2", "eleven_multilingual_sts_v2")
-DEFAULT_MODEL_ID: Final = "eleven_english_sts_v2"  # the API's own default when the field is left out
-MAX_SEED = 4294967295
 _VOICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: the shape of a model id; whether the account has it and it can do voice conversion is the account's answer
+#: (``validate --remote`` asks ``GET /v1/models``), not a list in this code
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 #: fields that travel to the API; everything in them is part of the job id
 REQUEST_FIELDS = (
@@ -55,7 +55,7 @@ class Job(BaseModel):
     input: str
     output: str | None = None
     voice_id: str
-    model_id: Literal["eleven_english_sts_v2", "eleven_multilingual_sts_v2"] = DEFAULT_MODEL_ID
+    model_id: str = DEFAULT_MODEL_ID
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     voice_settings: VoiceSettings | None = None
     remove_background_noise: bool = False
@@ -87,6 +87,14 @@ class Job(BaseModel):
     def _voice_id_shape(cls, value: str) -> str:
         if not _VOICE_ID.match(value):
             raise ValueError("must be 1-64 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("model_id")
+    @classmethod
+    def _model_id_shape(cls, value: str) -> str:
+        if not _MODEL_ID.match(value):
+            raise ValueError("must be 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit "
+                             f"(models that can do voice conversion today: {', '.join(STS_MODEL_IDS)})")
         return value
 
     @field_validator("output_format")

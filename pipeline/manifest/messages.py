@@ -14,11 +14,10 @@ from annotated_types import Ge, Le
 from pydantic import BaseModel, ValidationError
 
 from pipeline.formats import FILE_FORMATS, OUTPUT_FORMATS
-from pipeline.manifest.job import STS_MODELS, Job, VoiceSettings
+from pipeline.manifest.job import Job, VoiceSettings
 
 #: fields whose value must be one of a fixed set of names
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model_id": STS_MODELS,
     "file_format": FILE_FORMATS,
     "output_format": tuple(OUTPUT_FORMATS),
 }

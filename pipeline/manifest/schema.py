@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from pipeline.formats import OUTPUT_FORMATS
-from pipeline.manifest.job import _VOICE_ID, Job
+from pipeline.manifest.job import _MODEL_ID, _VOICE_ID, Job
 from pipeline.s3uri import _BUCKET
 
 SCHEMA_ID = "https://sts-pipeline.invalid/manifests/schema.json"
@@ -23,6 +23,7 @@ _CHECKED_IN_CODE: dict[str, dict[str, Any]] = {
     "input": {"pattern": _S3_URI_PATTERN},
     "output": {"pattern": _S3_URI_PATTERN},
     "voice_id": {"pattern": _VOICE_ID.pattern},
+    "model_id": {"pattern": _MODEL_ID.pattern},
     "output_format": {"enum": list(OUTPUT_FORMATS)},
 }
 
@@ -33,8 +34,8 @@ DESCRIPTIONS: dict[str, str] = {
     "output": "Where the converted audio is written, as s3://bucket/key; must differ from the input. Leave it out "
               "to derive <output prefix>/<job id>.<extension> from --output-prefix.",
     "voice_id": "The voice to convert into: 1-64 letters, digits, '_' or '-'.",
-    "model_id": "A model that can do voice conversion. The vendor recommends eleven_multilingual_sts_v2, even for "
-                "English.",
+    "model_id": "A model that can do voice conversion (the account's GET /v1/models says which; validate --remote "
+                "checks). The vendor recommends eleven_multilingual_sts_v2, even for English.",
     "seed": "Best-effort deterministic sampling: the same seed and request should give the same audio.",
     "voice_settings": "Overrides the voice's stored settings for this request; unset fields keep the stored value.",
     "remove_background_noise": "Run the service's audio isolation on the input first.",

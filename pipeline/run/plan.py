@@ -42,6 +42,8 @@ class ShardPlan:
     estimated_credits: float = 0.0
     estimated_seconds: float = 0.0
     unprobed: list[str] = field(default_factory=list)  # "line N: why" for inputs that could not be probed
+    #: estimated credits of each line to run (what the preflight sets against the credits left); not in to_dict
+    credits_by_line: dict[int, float] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -59,7 +61,10 @@ class Plan:
     shards: list[ShardPlan]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for shard in data["shards"]:
+            shard.pop("credits_by_line")
+        return data
 
 
 def probe_seconds(storage: Storage, uri: str) -> float:
@@ -127,7 +132,9 @@ def make_plan(storage: Storage, shards: Sequence[Shard], settings: Settings, *, 
             shard_plan.unprobed.append(problem or "unknown")
             continue
         shard_plan.audio_seconds += seconds
-        shard_plan.estimated_credits += seconds * (learned_rate or settings.credits_rate(entry.job.model_id))
+        credits = seconds * (learned_rate or settings.credits_rate(entry.job.model_id))
+        shard_plan.estimated_credits += credits
+        shard_plan.credits_by_line[entry.line] = credits
         shard_plan.estimated_seconds += DEFAULT_API_FIXED_S + seconds * api_s_per_s
     cap = max(1, concurrency)
     for shard_plan in plans.values():

@@ -5,6 +5,9 @@ Redis keys (all expire ``RUN_TTL_S`` after their last write):
     sts:run:{run_id}:jobs        hash   job_id -> state (JobState value)
     sts:run:{run_id}:meta        hash   created_at, jobs, shards, budget, runs_uri
     sts:run:{run_id}:halt        string why the run was stopped (e.g. the API key was refused); workers stop spending
+    sts:run:{run_id}:refused     hash   request shape -> why the service refused it for this key's plan (403); a job
+                                        of the same shape is rejected without a request
+    sts:run:{run_id}:paused      string why the run stopped spending for now (e.g. the quota is spent)
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class RunState:
         self._jobs = f"sts:run:{run_id}:jobs"
         self._meta = f"sts:run:{run_id}:meta"
         self._halt = f"sts:run:{run_id}:halt"
+        self._refused = f"sts:run:{run_id}:refused"
+        self._paused = f"sts:run:{run_id}:paused"
 
     def init(self, meta: Mapping[str, str]) -> None:
         pipe = self._redis.pipeline()
@@ -72,4 +77,26 @@ class RunState:
 
     def halted(self) -> str | None:
         value = self._redis.get(self._halt)
+        return text(value) if value else None
+
+    def refuse(self, shape: str, reason: str) -> None:
+        """Remember that the service refused this request shape for the plan: the run's other jobs of it stop."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hsetnx(self._refused, shape, reason)
+        pipe.expire(self._refused, RUN_TTL_S)
+        pipe.execute()
+
+    def refused(self, shapes: Iterable[str]) -> tuple[str, str] | None:
+        """The first of ``shapes`` the service refused in this run, and why; None when none was."""
+        wanted = list(shapes)
+        for shape, value in zip(wanted, self._redis.hmget(self._refused, wanted)):
+            if value is not None:
+                return shape, text(value)
+        return None
+
+    def pause(self, reason: str) -> None:
+        self._redis.set(self._paused, reason, ex=RUN_TTL_S)
+
+    def paused(self) -> str | None:
+        value = self._redis.get(self._paused)
         return text(value) if value else None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.manifest.load import ManifestLimits, Shard, parse_manifest
+from pipeline.manifest.load import ManifestLimits, ManifestProblem, Shard, parse_manifest
 from pipeline.errors import ConfigError
 from pipeline.keys import DEFAULT_RUNS_PREFIX
 from pipeline.s3uri import S3Uri
@@ -73,7 +73,24 @@ def load_run(storage: Storage, root: S3Uri, run_id: str) -> StoredRun:
 
 def shards_of_run(stored: StoredRun, *, output_prefix: str | None = None,
                   limits: ManifestLimits | None = None) -> list[Shard]:
-    """Parse a stored run's manifests as they were submitted (its own output prefix unless one is given)."""
+    """Parse a stored run's manifests as they were submitted (its own output prefix unless one is given).
+
+    Lines the account's preflight refused at submit time (``refused_lines`` in run.json) were never enqueued: they
+    are problems of their shard, so reconcile counts them ``invalid``, not ``missing``.
+    """
     prefix = output_prefix if output_prefix is not None else stored.info.get("output_prefix")
-    return [parse_manifest(data, name, output_prefix=prefix, limits=limits)
-            for name, data in sorted(stored.manifests.items())]
+    refused: dict[str, dict[int, dict[str, Any]]] = {}
+    for item in stored.info.get("refused_lines") or []:
+        refused.setdefault(str(item["shard"]), {})[int(item["line"])] = item
+    shards = []
+    for name, data in sorted(stored.manifests.items()):
+        shard = parse_manifest(data, name, output_prefix=prefix, limits=limits)
+        lines = refused.get(name, {})
+        if lines:
+            shard = replace(shard, entries=[e for e in shard.entries if e.line not in lines],
+                            problems=[*shard.problems, *(ManifestProblem(shard.label, n, str(item["field"]),
+                                                                          f"refused by the account at submit: "
+                                                                          f"{item['message']}")
+                                                         for n, item in sorted(lines.items()))])
+        shards.append(shard)
+    return shards

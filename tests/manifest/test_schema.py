@@ -58,7 +58,7 @@ def test_every_example_line_validates_against_the_schema_and_the_loader(
     {"input": "s3://in-bucket/a.wav", "voice_id": "v", "seed": -1},
     {"input": "s3://in-bucket/a.wav", "voice_id": "v", "seed": "3"},
     {"input": "s3://in-bucket/a.wav", "voice_id": "v", "output_format": "mp3"},
-    {"input": "s3://in-bucket/a.wav", "voice_id": "v", "model_id": "eleven_multilingual_v2"},
+    {"input": "s3://in-bucket/a.wav", "voice_id": "v", "model_id": "eleven multilingual v2"},
     {"input": "s3://in-bucket/a.wav", "voice_id": "v", "voice_settings": {"speed": 2.0}},
     {"input": "s3://in-bucket/a.wav", "voice_id": "v", "voice_settings": {"stabilty": 0.5}},
     {"input": "s3://in-bucket/a.wav", "voice_id": "v b"},
