@@ -108,6 +108,18 @@ mount_root() {  # mount_root DIR: /proc /sys /dev /dev/pts /dev/shm, and the hos
   rm -f "$r/etc/resolv.conf"
   cp -L /etc/resolv.conf "$r/etc/resolv.conf"
 }
+# This machine may reach the internet through an HTTPS proxy whose CA it trusts locally (/usr/local/share/
+# ca-certificates, public certificates); a fresh machine on the same network would need the same, so the run root
+# gets copies. Prints how many.
+trust_local_cas() {
+  local r=$1 n
+  n=$(find /usr/local/share/ca-certificates -name '*.crt' 2>/dev/null | wc -l)
+  if [ "$n" -gt 0 ]; then
+    cp -a /usr/local/share/ca-certificates/. "$r/usr/local/share/ca-certificates/"
+    inroot "$r" update-ca-certificates >/dev/null 2>&1 || { echo "fresh-check: update-ca-certificates failed" >&2; exit 1; }
+  fi
+  echo "$n"
+}
 kill_in_root() {  # processes whose root directory is DIR (redis-server, workers a failed run left behind)
   local r=$1 p pids=()
   for p in /proc/[0-9]*; do
@@ -203,7 +215,8 @@ if ! { git clone -q --no-hardlinks "$REPO" "$ROOT$SRC" && git -C "$ROOT$SRC" che
 fi
 MOUNTED+=("$ROOT")
 mount_root "$ROOT"
-say "ok  fresh root copied, $sha cloned into $SRC ($(elapsed "$t0"))"
+cas=$(trust_local_cas "$ROOT")
+say "ok  fresh root copied (+ this machine's $cas local CA certificates), $sha cloned into $SRC ($(elapsed "$t0"))"
 
 failed=0
 
