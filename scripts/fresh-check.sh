@@ -54,6 +54,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+CACHE=$(readlink -m "$CACHE")
 [ "$(id -u)" -eq 0 ] || { echo "fresh-check: must run as root (debootstrap, chroot and mounts)" >&2; exit 1; }
 
 BASE=$CACHE/base   # debootstrap + git ca-certificates python3 make; never used for a check itself
