@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup demo test lint bench chaos compose-check clean
+.PHONY: setup demo test lint bench chaos compose-check clean fresh-check
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +24,11 @@ chaos: setup
 
 compose-check:
 	@if command -v docker-compose >/dev/null; then docker-compose config -q; else docker compose config -q; fi && echo 'docker-compose.yml is valid'
+
+# As root: `make demo` and `make test` of the committed tree in a fresh Debian bookworm chroot (scripts/fresh-check.sh;
+# slow, not part of .ci/run). FRESH_ARGS=--rebuild debootstraps the cached root again.
+fresh-check:
+	@bash scripts/fresh-check.sh $(FRESH_ARGS)
 
 clean:
 	rm -rf demo-output .pytest_cache
