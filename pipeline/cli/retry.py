@@ -16,12 +16,14 @@ from pipeline.cli._source import load_source, source_options
 @click.option("--include-rejected", is_flag=True, help="Also re-run rejected (422) jobs (after fixing their cause).")
 @click.option("--shard", "only_shards", multiple=True, metavar="NAME", help="Only this shard (repeatable).")
 @click.option("--budget", type=float, default=None, help="Credits the retry may spend; jobs beyond it are deferred.")
+@click.option("--overwrite", is_flag=True, help="Let every job replace an object at its output that this pipeline "
+                                               "did not write (jobs that failed output_exists).")
 @click.option("--wait", is_flag=True, help="Show progress until every job is done; exit 1 if any did not succeed.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
 @click.option("--even-if-running", is_flag=True,
               help="Retry even though Redis says the run still has queued or running jobs (they may run twice).")
 def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None, output_prefix: str | None,
-          include_rejected: bool, only_shards: tuple[str, ...], budget: float | None, wait: bool,
+          include_rejected: bool, only_shards: tuple[str, ...], budget: float | None, overwrite: bool, wait: bool,
           timeout: float | None, even_if_running: bool) -> None:
     """Re-enqueue the failed, deferred, orphaned and missing jobs of MANIFESTs (or of --run RUN_ID); print the new
     run id.
@@ -36,6 +38,7 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
     from pipeline.cli._wait import wait_and_exit
     from pipeline.errors import BrokerError
     from pipeline.manifest.load import ManifestLimits
+    from pipeline.run.broker import check_broker
     from pipeline.run.retry import check_not_running, plan_retry
     from pipeline.run.stored import new_run_id, runs_root
     from pipeline.run.submit import start_run
@@ -50,6 +53,7 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
         raise click.BadParameter(f"no shard named {', '.join(unknown)}; the shards are: {', '.join(sorted(names))}",
                                  param_hint="--shard")
     settings, storage = source.settings, source.storage
+    check_broker(settings)
     client = redis.Redis.from_url(settings.limiter_redis_url)
     prefix = output_prefix if output_prefix is not None else source.info.get("output_prefix")
     try:
@@ -73,7 +77,8 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
                               root=runs_root(settings, S3Uri.parse(entries[0].output).bucket),
                               info={"output_prefix": prefix, "include_rejected": include_rejected,
                                     "refused_lines": refused, **origin},
-                              manifests=plan.manifests, budget_credits=budget, entries=entries)
+                              manifests=plan.manifests, budget_credits=budget, entries=entries,
+                              overwrite=overwrite)
     except redis.RedisError as error:
         raise BrokerError(f"Redis did not answer ({error}); the retry needs it to enqueue: check STS_BROKER_URL "
                           "and STS_LIMITER_URL") from None

@@ -16,6 +16,8 @@ from pipeline.cli._base import main
 @click.option("--output-prefix", default=None, help="s3://bucket/prefix for lines without an output.")
 @click.option("--skip-invalid", is_flag=True, help="Enqueue the valid lines even if some are bad.")
 @click.option("--force", is_flag=True, help="Also enqueue jobs that already have a provenance record.")
+@click.option("--overwrite", is_flag=True, help="Let every job replace an object at its output that this pipeline "
+                                               "did not write (as \"overwrite\": true on every line).")
 @click.option("--budget", type=float, default=None, help="Credits this run may spend; jobs beyond it are deferred.")
 @click.option("--allow-partial", is_flag=True,
               help="When the account has fewer credits left than the plan needs, spend what is left (the rest ends "
@@ -23,7 +25,8 @@ from pipeline.cli._base import main
 @click.option("--wait", is_flag=True, help="Show progress until every job is done; exit 1 if any failed.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
 def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str | None, skip_invalid: bool,
-           force: bool, budget: float | None, allow_partial: bool, wait: bool, timeout: float | None) -> None:
+           force: bool, overwrite: bool, budget: float | None, allow_partial: bool, wait: bool,
+           timeout: float | None) -> None:
     """Validate MANIFESTS, check them against the account, and enqueue their jobs; print the run id."""
     import redis
     from rich.console import Console
@@ -32,6 +35,7 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
     from pipeline.cli._wait import wait_and_exit
     from pipeline.config import get_settings
     from pipeline.manifest.load import ManifestLimits, load_manifests
+    from pipeline.run.broker import check_broker
     from pipeline.run.stored import check_run_id, new_run_id, runs_root
     from pipeline.run.submit import start_run
     from pipeline.s3uri import S3Uri
@@ -53,6 +57,7 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
     if not entries:
         console.print("no valid jobs to enqueue")
         sys.exit(1)
+    check_broker(settings)
     storage = Storage.from_settings(settings)
     shards, budget, refused = gate_run(settings, storage, shards, console=console, skip_invalid=skip_invalid,
                                        allow_partial=allow_partial, budget=budget)
@@ -60,9 +65,9 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
     report = start_run(create_app(settings), storage, client, shards, run_id=run_id,
                        root=runs_root(settings, S3Uri.parse(entries[0].output).bucket),
                        info={"output_prefix": output_prefix, "force": force, "skip_invalid": skip_invalid,
-                             "refused_lines": refused},
+                             "refused_lines": refused, "overwrite": overwrite},
                        manifests={shard.name: Path(shard.path).read_bytes() for shard in shards if shard.path},
-                       budget_credits=budget, force=force)
+                       budget_credits=budget, force=force, overwrite=overwrite)
     console.print(f"run {run_id}: {report.jobs} jobs, {report.enqueued} enqueued, {report.skipped} already done")
     click.echo(run_id)
     if wait:
