@@ -70,7 +70,7 @@ def wait_for_run(client: redis.Redis, run_id: str, total: int, *, console: Conso
 
 
 def counts_table(title: str, counts: Counter[str]) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 4)  # a title wider than the table would wrap
     table.add_column("state")
     table.add_column("jobs", justify="right")
     for state in LIVE_STATES:
