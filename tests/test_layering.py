@@ -123,3 +123,14 @@ def test_no_import_cycle_between_modules() -> None:
         if module not in seen:
             visit(module, [module])
     assert cycles == []
+
+
+def test_no_library_function_is_longer_than_60_lines() -> None:
+    long = []
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 60:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)")
+    assert long == []

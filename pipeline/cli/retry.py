@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipeline.cli._base import main
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pipeline.manifest.load import Shard
 from pipeline.cli._source import load_source, source_options
 
 
@@ -47,11 +53,7 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
 
     console = Console(stderr=True)
     source = load_source(manifests, run_id, runs_uri, output_prefix)
-    names = {shard.name for shard in source.shards}
-    unknown = sorted(set(only_shards) - names)
-    if unknown:
-        raise click.BadParameter(f"no shard named {', '.join(unknown)}; the shards are: {', '.join(sorted(names))}",
-                                 param_hint="--shard")
+    _check_shard_names(source.shards, only_shards)
     settings, storage = source.settings, source.storage
     check_broker(settings)
     client = redis.Redis.from_url(settings.limiter_redis_url)
@@ -62,9 +64,7 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
         plan = plan_retry(storage, source.shards, run_id=source.run_id, output_prefix=prefix,
                           limits=ManifestLimits.from_settings(settings), include_rejected=include_rejected,
                           only_shards=only_shards)
-        if plan.rejected_left_out:
-            console.print(f"{plan.rejected_left_out} rejected (422) job(s) left out: fix them, then use "
-                          "--include-rejected", markup=False, highlight=False)
+        _say_what_is_left_out(console, plan.rejected_left_out)
         if not plan.chosen:
             console.print("nothing to retry: no failed, deferred, orphaned or missing jobs", markup=False)
             return
@@ -83,9 +83,26 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
         raise BrokerError(f"Redis did not answer ({error}); the retry needs it to enqueue: check STS_BROKER_URL "
                           "and STS_LIMITER_URL") from None
     by_state = Counter(r.state.value for r in plan.chosen)
-    console.print(f"retry run {new_id}: {submitted.enqueued} job(s) enqueued "
-                  f"({', '.join(f'{n} {state}' for state, n in sorted(by_state.items()))}), "
+    console.print(f"retry run {new_id}: {submitted.enqueued} job(s) enqueued ({_listing(by_state)}), "
                   f"{submitted.skipped} already done", markup=False, highlight=False)
     click.echo(new_id)
     if wait:
         wait_and_exit(client, new_id, submitted.jobs, console=console, timeout_s=timeout, show_credits=False)
+
+
+def _check_shard_names(shards: list[Shard], only_shards: tuple[str, ...]) -> None:
+    names = {shard.name for shard in shards}
+    unknown = sorted(set(only_shards) - names)
+    if unknown:
+        raise click.BadParameter(f"no shard named {', '.join(unknown)}; the shards are: {', '.join(sorted(names))}",
+                                 param_hint="--shard")
+
+
+def _listing(by_state: Counter[str]) -> str:
+    return ", ".join(f"{n} {state}" for state, n in sorted(by_state.items()))
+
+
+def _say_what_is_left_out(console: Console, rejected: int) -> None:
+    if rejected:
+        console.print(f"{rejected} rejected (422) job(s) left out: fix them, then use --include-rejected", markup=False,
+                      highlight=False)
