@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     restore_interval_s: float = 5.0
     max_deliveries: int = 4
     task_time_limit_s: float = 6 * 3600.0
-    claim_ttl_s: float = 30.0  # a job's claim (one delivery converts it at a time) lapses this long after its worker died
+    # a job's claim (one delivery converts it at a time) lapses this long after its worker died; None: half the
+    # visibility timeout, so a dead worker's claim is gone before its job is delivered again
+    claim_ttl_s: float | None = None
     claim_wait_s: float = 15.0  # longest wait of a second delivery for the claim before it goes back to the queue
 
     # --- inputs and outputs
@@ -72,6 +74,11 @@ class Settings(BaseSettings):
     # --- spend
     credits_per_second: float = 1000.0 / 60.0  # the vendor bills 1,000 credits a minute of input audio
     model_credits_per_second: dict[str, float] = Field(default_factory=dict)  # JSON; per-model override of the above
+
+    @property
+    def claim_ttl(self) -> float:
+        """How long a job's claim outlives its last renewal (``claim_ttl_s``, else half the visibility timeout)."""
+        return self.claim_ttl_s if self.claim_ttl_s else max(2.0, self.visibility_timeout_s / 2)
 
     def credits_rate(self, model_id: str) -> float:
         """Estimated credits per second of input audio for a model."""

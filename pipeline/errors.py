@@ -87,8 +87,8 @@ def register_secret(value: str | None) -> None:
 
 #: what looks like a secret even when it was never registered: ``(pattern, replacement)``, applied in order
 _SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
-    # an xi-api-key header value, whatever it looks like
-    (re.compile(r"(?i)(xi-api-key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"), r"\1***"),
+    # an xi-api-key header value (a run of key characters, not the words of a message about the header)
+    (re.compile(r"(?i)(xi-api-key['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9_.~+/=-]{12,}"), r"\1***"),
     # presigned-URL credentials: the signature, the session token and the access key id in the query
     (re.compile(r"(?i)(X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s\"'<>]+"), r"\1***"),
     # vendor keys (sk_...) and AWS access key ids

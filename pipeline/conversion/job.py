@@ -106,7 +106,7 @@ def _claimed(ctx: JobContext, job: Job, output: S3Uri) -> JobState:
     if is_committed(ctx.storage, output):
         ctx.run_state.mark(message.job_id, JobState.SUCCEEDED)
         return JobState.SUCCEEDED
-    claim = JobClaim(ctx.redis, message.job_id, ttl_s=ctx.settings.claim_ttl_s)
+    claim = JobClaim(ctx.redis, message.job_id, ttl_s=ctx.settings.claim_ttl)
     if not claim.acquire(ctx.settings.claim_wait_s):
         if is_committed(ctx.storage, output):  # the delivery that holds the claim has just finished the job
             best_effort(ctx.run_state.mark, message.job_id, JobState.SUCCEEDED)
