@@ -4,6 +4,8 @@
     │                                  answered (status, kept headers, API code) when the error came from a response
     ├── ConfigError                    settings are missing or inconsistent; fix the environment
     ├── ManifestError                  a manifest cannot be read at all (a bad *line* is a ManifestProblem, not an error)
+    │   └── FeedError                  a podcast feed, or one of its enclosures, cannot be read or is refused (a
+    │                                  ``file:`` URL, a private address, not audio, over the size bound)
     ├── ConditionFailed                a conditional S3 write found the object there (If-None-Match) or changed
     │                                  (If-Match); the caller decides who won, a job never ends with it
     ├── RecordError                    a record in S3 is not one this version reads (wrong schema or version)
@@ -55,6 +57,7 @@ __all__ = [
     "ConfigError",
     "Deferred",
     "DeliveryLimitError",
+    "FeedError",
     "InputError",
     "ManifestError",
     "PermanentError",
@@ -167,6 +170,10 @@ class ConfigError(PipelineError):
 
 class ManifestError(PipelineError):
     reason = Reason.MANIFEST.value
+
+
+class FeedError(ManifestError):
+    """A feed or an enclosure that cannot be read or is refused; ``from-feed`` reports the item and goes on."""
 
 
 class ConditionFailed(PipelineError):

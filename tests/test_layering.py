@@ -23,7 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     "run": {"manifest", "storage", "audio", "api", "report"},
     "conversion": {"manifest", "storage", "audio", "api", "run"},
     "local": {"manifest", "storage", "audio", "api", "run", "report", "conversion"},
-    "cli": {"manifest", "storage", "audio", "api", "run", "report", "conversion", "local", "offline", "workers"},
+    "feed": {"manifest", "storage", "audio", "run", "report"},
+    "cli": {"manifest", "storage", "audio", "api", "run", "report", "conversion", "local", "offline", "workers",
+            "feed"},
     "workers": {"conversion", "run", "api", "storage"},
 }
 #: third-party packages a part must never load (report works after Redis is gone; offline is not the client)

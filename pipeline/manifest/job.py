@@ -68,6 +68,8 @@ class Job(BaseModel):
     max_segment_seconds: float | None = Field(default=None, ge=10.0, le=300.0)
     #: replace an object at the output that the pipeline did not write (not part of the job id: same result)
     overwrite: bool = False
+    #: copy the source's tags, cover art and chapters onto the output (``manifest from-feed`` turns it on)
+    copy_tags: bool = False
 
     @field_validator("input")
     @classmethod
@@ -133,6 +135,8 @@ class Job(BaseModel):
         identity = {"input": self.input, "params": self.request_params(),
                     "output": self.output or {"prefix": output_prefix.rstrip("/") if output_prefix else None},
                     "max_segment_seconds": self.max_segment_seconds}
+        if self.copy_tags:  # only when set, so the ids of lines without it stay what they were
+            identity["copy_tags"] = True
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
         return digest[:24]
 

@@ -55,6 +55,9 @@ DESCRIPTIONS: dict[str, str] = {
     "overwrite": "Replace an object already at the output that this pipeline did not write (no provenance record "
                  "beside it). Without it such a job fails output_exists and the object is left as it is. Not part "
                  "of the job id.",
+    "copy_tags": "Copy the input's tags onto the output: title, artist, album, year, comments, cover art and "
+                 "chapters (mp3: ID3 with CHAP/CTOC; opus: Vorbis comments and a picture), chapter times scaled by "
+                 "voice_settings.speed. manifest from-feed sets it. Part of the job id when true.",
     "voice_settings.stability": "Stability of the voice, 0-1.",
     "voice_settings.similarity_boost": "How closely the output should match the target voice, 0-1.",
     "voice_settings.style": "Style exaggeration, 0-1.",
