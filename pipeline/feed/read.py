@@ -113,29 +113,36 @@ def _next_page(parsed: Any, base: str) -> str | None:
     for link in parsed.feed.get("links") or []:
         if link.get("rel") == "next" and link.get("href"):
             href = str(link["href"])
-            return urljoin(base, href) if "://" in base else href
+            if "://" in href or "://" in base:
+                return urljoin(base, href)
+            return str(Path(base).parent / href)  # a local feed's next page, beside it
     return None
+
+
+def read_pages(source: str, *, policy: net.AddressPolicy = net.AddressPolicy(), max_pages: int = MAX_PAGES,
+               timeout_s: float = 30.0) -> tuple[list[tuple[str, bytes, Any]], bool]:
+    """Each page of the feed as (URL or path, bytes, feedparser's result), and whether pages were left unread."""
+    pages: list[tuple[str, bytes, Any]] = []
+    seen: set[str] = set()
+    page_url: str | None = source
+    while page_url and page_url not in seen and len(seen) < max_pages:
+        seen.add(page_url)
+        body = _page_bytes(page_url, policy, timeout_s)
+        parsed = feedparser.parse(body)
+        if not parsed.entries and not parsed.feed and parsed.get("bozo"):
+            raise FeedError(f"{page_url!r} is not a feed: {parsed.get('bozo_exception')}")
+        pages.append((page_url, body, parsed))
+        page_url = _next_page(parsed, page_url)
+    return pages, bool(page_url and page_url not in seen)
 
 
 def read_feed(source: str, *, policy: net.AddressPolicy = net.AddressPolicy(), max_pages: int = MAX_PAGES,
               timeout_s: float = 30.0) -> Feed:
     """Every episode of the feed at ``source`` (URL or file), following ``rel="next"`` up to ``max_pages`` pages."""
-    feed: Feed | None = None
-    seen: set[str] = set()
-    page_url: str | None = source
-    while page_url and page_url not in seen and len(seen) < max_pages:
-        seen.add(page_url)
-        parsed = feedparser.parse(_page_bytes(page_url, policy, timeout_s))
-        if not parsed.entries and not parsed.feed and parsed.get("bozo"):
-            raise FeedError(f"{page_url!r} is not a feed: {parsed.get('bozo_exception')}")
-        if feed is None:
-            feed = Feed(source=source, title=str(parsed.feed.get("title") or ""), pages=0)
-        feed.pages += 1
-        for entry in parsed.entries:
-            feed.episodes.append(_episode(entry))
-        page_url = _next_page(parsed, page_url)
-    if feed is None:
-        raise FeedError(f"{source!r} could not be read as a feed")
-    if page_url and page_url not in seen:
+    pages, truncated = read_pages(source, policy=policy, max_pages=max_pages, timeout_s=timeout_s)
+    feed = Feed(source=source, title=str(pages[0][2].feed.get("title") or ""), pages=len(pages))
+    for _url, _body, parsed in pages:
+        feed.episodes.extend(_episode(entry) for entry in parsed.entries)
+    if truncated:
         feed.problems.append(f"stopped after {max_pages} pages: later pages were not read")
     return feed
