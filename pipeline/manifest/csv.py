@@ -2,7 +2,8 @@
 
 Cells are text, so each is converted by the type of its ``Job`` field: whole numbers, numbers, booleans
 (``true/false/1/0/yes/no``, any case), JSON objects (``voice_settings``, ``metadata``); an empty cell leaves the field
-unset. ``voice_settings`` may also be given as flattened columns such as ``voice_settings.stability``. Each row must
+unset. ``voice_settings`` may also be given as flattened columns such as ``voice_settings.stability``; the fan-out
+columns ``voice_ids`` and ``seeds`` hold a JSON array or items separated by ``;``. Each row must
 fit on one line, so an unclosed quote spoils only its own row.
 """
 
@@ -87,8 +88,29 @@ def _converters(model: type[BaseModel], prefix: str = "") -> dict[str, Callable[
     return {prefix + name: _converter(info.annotation) for name, info in model.model_fields.items()}
 
 
+def _to_list(item: Callable[[str], Any] | None) -> Callable[[str], list[Any]]:
+    """A fan-out cell: a JSON array (``["a","b"]``) or items separated by ``;`` (``a;b``)."""
+    def convert(cell: str) -> list[Any]:
+        text = cell.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON array such as [1, 2] or items separated by ';'; invalid JSON at "
+                                 f"column {exc.colno} of the cell: {exc.msg}") from None
+            if not isinstance(value, list):
+                raise ValueError(f"must be a list, got {describe(value)}")
+            return value
+        parts = [part.strip() for part in text.split(";") if part.strip()]
+        return [item(part) if item else part for part in parts]
+    return convert
+
+
+#: the fan-out columns (``pipeline.manifest.fanout``): several voices or seeds in one row
+FANOUT_COLUMNS: dict[str, Callable[[str], Any]] = {"voice_ids": _to_list(None), "seeds": _to_list(_to_int)}
 #: every column a CSV shard may have, with the conversion of its cells
-COLUMNS: dict[str, Callable[[str], Any] | None] = {**_converters(Job), **_converters(VoiceSettings, _FLAT_PREFIX)}
+COLUMNS: dict[str, Callable[[str], Any] | None] = {**_converters(Job), **FANOUT_COLUMNS,
+                                                    **_converters(VoiceSettings, _FLAT_PREFIX)}
 
 
 def read_csv(data: bytes, max_line_bytes: int) -> RawShard:
@@ -185,10 +207,11 @@ def _read_row(number: int, text: str, width: int, columns: list[tuple[int, str]]
 def render_csv(lines: Sequence[dict[str, Any]]) -> str:
     """CSV text for manifest lines: the fields used, in the ``Job``'s order, in cells that read back the same."""
     used = {key for line in lines for key in line}
-    unknown = sorted(used - set(Job.model_fields))
+    known = [*Job.model_fields, *FANOUT_COLUMNS]
+    unknown = sorted(used - set(known))
     if unknown:
         raise ManifestError(f"cannot write unknown manifest fields: {', '.join(unknown)}")
-    names = [name for name in Job.model_fields if name in used]
+    names = [name for name in known if name in used]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(names)

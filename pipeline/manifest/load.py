@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from pipeline.errors import ManifestError
 from pipeline.keys import RECORD_SUFFIXES, WORK_SUFFIX, derived_keys
 from pipeline.manifest.job import Job
 from pipeline.manifest.csv import read_csv, render_csv
+from pipeline.manifest.fanout import expand_line
 from pipeline.manifest.keys import output_key_problems
 from pipeline.manifest.messages import FILE, LINE, problems_from_error
 from pipeline.manifest.lines import RawLine, RawShard, encoding_problem, read_jsonl
@@ -75,6 +76,9 @@ class ManifestEntry:
     job_id: str
     output: str
     raw: dict[str, Any]  # the line's fields as written (CSV: already typed), for writing retry manifests
+    #: which combination of a fanned-out line this is ("voice_id=…, seed=…"); ``raw`` is then that combination's
+    #: own concrete line, so a retry manifest re-runs only this combination
+    variant: str = ""
 
 
 @dataclass
@@ -196,11 +200,29 @@ def _parse(data: bytes, name: str, path: str | None, fmt: str | None, output_pre
     if not raw.lines and not raw.problems:
         shard.problems.append(ManifestProblem(shard.label, 0, FILE, "the file is empty: it holds no job lines"))
     for line in raw.lines:
-        entry, problems = _check_line(line, shard.name, output_prefix, limits)
+        entries, problems = _check_fanned_line(line, shard.name, output_prefix, limits)
         shard.problems.extend(ManifestProblem(shard.label, line.line, where, message) for where, message in problems)
-        if entry is not None:
-            shard.entries.append(entry)
+        shard.entries.extend(entries)
     return shard
+
+
+def _check_fanned_line(line: RawLine, shard_name: str, output_prefix: str | None,
+                       limits: ManifestLimits) -> tuple[list[ManifestEntry], list[tuple[str, str]]]:
+    """Every job of a line (one per voice × seed of a fanned-out line), or every problem of it, each once."""
+    if line.values is None:
+        return [], list(line.problems)
+    expansion = expand_line(line.values, output_prefix)
+    if expansion.problems:
+        return [], [*line.problems, *expansion.problems]
+    entries: list[ManifestEntry] = []
+    problems: dict[tuple[str, str], None] = {}  # the same problem of every combination is reported once
+    for combination in expansion.combinations:
+        entry, found = _check_line(RawLine(line.line, combination.values, list(line.problems)), shard_name,
+                                   combination.output_prefix, limits)
+        problems.update(dict.fromkeys(found))
+        if entry is not None:
+            entries.append(replace(entry, variant=combination.variant))
+    return ([] if problems else entries), list(problems)
 
 
 def _check_line(line: RawLine, shard_name: str, output_prefix: str | None,
@@ -279,15 +301,15 @@ def _check_across(shards: list[Shard], limits: ManifestLimits) -> None:
     for shard in shards:
         for entry in shard.entries:
             inputs.setdefault(entry.job.input, f"{shard.label}:{entry.line}")
-            owners.setdefault(entry.output, f"{shard.label}:{entry.line}")
+            owners.setdefault(entry.output, _where(shard, entry))
     outputs: dict[str, str] = {}
     for shard in shards:
         kept = []
         for entry in shard.entries:
-            where = f"{shard.label}:{entry.line}"
+            where = _where(shard, entry)
             messages = []
             if entry.output in outputs:
-                messages.append(f"same output as {outputs[entry.output]}; each job needs its own output")
+                messages.append(_same_output(entry, outputs[entry.output]))
             elif entry.output in inputs:
                 messages.append(f"is the input of {inputs[entry.output]}; this job would overwrite that job's source")
             else:
@@ -302,6 +324,19 @@ def _check_across(shards: list[Shard], limits: ManifestLimits) -> None:
             shard.problems.extend(ManifestProblem(shard.label, entry.line, "output", message) for message in messages)
         shard.entries = kept
         shard.problems.sort(key=lambda problem: problem.line)
+
+
+def _where(shard: Shard, entry: ManifestEntry) -> str:
+    """``FILE:LINE``, plus the combination when the line fans out (two jobs of one line differ only there)."""
+    return f"{shard.label}:{entry.line}" + (f" ({entry.variant})" if entry.variant else "")
+
+
+def _same_output(entry: ManifestEntry, first: str) -> str:
+    """The collision message, naming both combinations and the placeholders that would keep them apart."""
+    if not entry.variant:
+        return f"same output as {first}; each job needs its own output"
+    return (f"{entry.variant}: same output ({entry.output}) as {first}; each job needs its own output: put "
+            "{voice_id} and {seed} (and {stem} when inputs share an output) in the output template")
 
 
 def _collisions(output: str, owners: dict[str, str]) -> list[str]:

@@ -32,7 +32,8 @@ DESCRIPTIONS: dict[str, str] = {
     "input": "The recording to convert, as s3://bucket/key. Any audio ffmpeg reads, or raw PCM with "
              "file_format pcm_s16le_16.",
     "output": "Where the converted audio is written, as s3://bucket/key; must differ from the input. Leave it out "
-              "to derive <output prefix>/<job id>.<extension> from --output-prefix.",
+              "to derive <output prefix>/<job id>.<extension> from --output-prefix. May use the placeholders "
+              "{stem} (the input's file name without extension), {id}, {voice_id}, {seed} and {ext}.",
     "voice_id": "The voice to convert into: 1-64 letters, digits, '_' or '-'.",
     "model_id": "A model that can do voice conversion (the account's GET /v1/models says which; validate --remote "
                 "checks). The vendor recommends eleven_multilingual_sts_v2, even for English.",
@@ -58,6 +59,9 @@ DESCRIPTIONS: dict[str, str] = {
     "copy_tags": "Copy the input's tags onto the output: title, artist, album, year, comments, cover art and "
                  "chapters (mp3: ID3 with CHAP/CTOC; opus: Vorbis comments and a picture), chapter times scaled by "
                  "voice_settings.speed. manifest from-feed sets it. Part of the job id when true.",
+    "voice_ids": "Instead of voice_id: several voices; the line becomes one job per voice (× seed). Name each "
+                 "job's output with the placeholders {stem}, {id}, {voice_id}, {seed} and {ext} in output.",
+    "seeds": "Instead of seed: several seeds; the line becomes one job per seed (× voice).",
     "voice_settings.stability": "Stability of the voice, 0-1.",
     "voice_settings.similarity_boost": "How closely the output should match the target voice, 0-1.",
     "voice_settings.style": "Style exaggeration, 0-1.",
@@ -72,6 +76,7 @@ def manifest_line_schema() -> dict[str, Any]:
     generated = Job.model_json_schema()
     properties = {name: _clean(spec, name) for name, spec in generated["properties"].items()}
     voice_settings = generated["$defs"]["VoiceSettings"]
+    properties.update(_fanout_properties(properties))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -79,7 +84,10 @@ def manifest_line_schema() -> dict[str, Any]:
         "description": "One speech-to-speech job. A JSONL manifest holds one such object a line; a CSV manifest "
                        "has these names as columns.",
         "type": "object",
-        "required": generated["required"],
+        "required": [name for name in generated["required"] if name != "voice_id"],
+        # one voice_id or a list of voice_ids; a seed or a list of seeds, never both (pipeline.manifest.fanout)
+        "oneOf": [{"required": ["voice_id"]}, {"required": ["voice_ids"]}],
+        "not": {"required": ["seed", "seeds"]},
         "additionalProperties": False,
         "properties": properties,
         "$defs": {
@@ -91,6 +99,18 @@ def manifest_line_schema() -> dict[str, Any]:
                                for name, spec in voice_settings["properties"].items()},
             },
         },
+    }
+
+
+def _fanout_properties(properties: dict[str, Any]) -> dict[str, Any]:
+    """``voice_ids`` and ``seeds``: non-empty lists of what ``voice_id`` and ``seed`` take, each item once."""
+    voice = {key: value for key, value in properties["voice_id"].items() if key in ("type", "pattern")}
+    seed = {key: value for key, value in properties["seed"].items() if key in ("minimum", "maximum")}
+    return {
+        "voice_ids": {"description": DESCRIPTIONS["voice_ids"], "type": "array", "items": voice,
+                      "minItems": 1, "uniqueItems": True},
+        "seeds": {"description": DESCRIPTIONS["seeds"], "type": "array", "items": {"type": "integer", **seed},
+                  "minItems": 1, "uniqueItems": True},
     }
 
 
