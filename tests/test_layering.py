@@ -24,8 +24,9 @@ ALLOWED: dict[str, set[str]] = {
     "conversion": {"manifest", "storage", "audio", "api", "run"},
     "local": {"manifest", "storage", "audio", "api", "run", "report", "conversion"},
     "feed": {"manifest", "storage", "audio", "run", "report"},
+    "dataset": {"manifest", "storage", "audio", "run", "report"},
     "cli": {"manifest", "storage", "audio", "api", "run", "report", "conversion", "local", "offline", "workers",
-            "feed"},
+            "feed", "dataset"},
     "workers": {"conversion", "run", "api", "storage"},
 }
 #: third-party packages a part must never load (report works after Redis is gone; offline is not the client)

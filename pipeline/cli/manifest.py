@@ -104,3 +104,42 @@ def from_feed(feed: str, voice_id: str, model_id: str | None, voice_settings: st
     click.echo(f"{kept} episodes in {path} ({catalog.downloaded} downloaded, {kept - catalog.downloaded} already in "
                f"S3, {len(catalog.skipped)} skipped)")
     raise SystemExit(1 if catalog.skipped else 0)
+
+
+@manifest.command("from-prefix")
+@click.argument("source", metavar="s3://BUCKET/PREFIX/")
+@click.option("--voice", "voices", multiple=True, required=True, help="A target voice (repeat for several).")
+@click.option("--seed", "seeds", type=click.IntRange(min=0), multiple=True, help="A seed (repeat for several).")
+@click.option("--model", "model_id", default=None, help="The model (default: the pipeline's default).")
+@click.option("--output-format", default="mp3_44100_128", show_default=True, help="The converted clips' format.")
+@click.option("--output-prefix", required=True, metavar="s3://BUCKET/PREFIX",
+              help="Outputs go to PREFIX/<voice>/<key under SOURCE>[.<seed>].<ext>.")
+@click.option("--include", multiple=True, metavar="GLOB", help="Only keys (under SOURCE) matching a GLOB.")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out keys (under SOURCE) matching a GLOB.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Lines per shard.")
+@click.option("-o", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("shards"),
+              show_default=True, help="Directory the shards are written to (prefix-00000.jsonl, ...).")
+def from_prefix(source: str, voices: tuple[str, ...], seeds: tuple[int, ...], model_id: str | None,
+                output_format: str, output_prefix: str, include: tuple[str, ...], exclude: tuple[str, ...],
+                shard_size: int, out_dir: Path) -> None:
+    """List SOURCE and write one fan-out line per audio clip (every --voice × --seed) into shards under -o.
+
+    The same listing gives the same shards. Exits 1 if an audio key could not be taken, else 0.
+    """
+    from pipeline.config import get_settings
+    from pipeline.dataset.prefix import PrefixOptions, write_prefix_shards
+    from pipeline.formats import DEFAULT_MODEL_ID
+    from pipeline.storage.s3 import Storage
+
+    options = PrefixOptions(voices=voices, seeds=seeds, model_id=model_id or DEFAULT_MODEL_ID,
+                            output_format=output_format, output_prefix=str(_prefix(output_prefix, "--output-prefix")),
+                            include=include, exclude=exclude, shard_size=shard_size)
+    storage = Storage.from_settings(get_settings())
+    result = write_prefix_shards(storage, _prefix(source, "SOURCE"), options, out_dir)
+    for line in result.unusable:
+        click.echo(f"skipped: {line}", err=True)
+    for path in result.removed:
+        click.echo(f"removed stale shard {path}", err=True)
+    click.echo(f"{result.lines} clips, {result.jobs} jobs in {len(result.shards)} shard(s) under {out_dir} "
+               f"({result.not_audio} not audio, {result.filtered} filtered out, {len(result.unusable)} skipped)")
+    raise SystemExit(1 if result.unusable else 0)

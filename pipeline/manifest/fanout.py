@@ -133,7 +133,10 @@ def _filled(concrete: dict[str, Any], output_prefix: str | None, variant: str,
         names["id"] = concrete["id"]
     if isinstance(concrete.get("seed"), int) and not isinstance(concrete.get("seed"), bool):
         names["seed"] = str(concrete["seed"])
-    filled = {key: str(value) for key, value in names.items() if isinstance(value, str)}
+    # a value the line cannot give because another field is wrong stays the literal placeholder: the model then
+    # reports that field (an unknown output_format, a bad voice_id) rather than the template
+    filled = {key: value if isinstance(value, str) else f"{{{key}}}" for key, value in names.items()
+              if isinstance(value, str) or key in ("stem", "voice_id", "ext")}
     prefix = output_prefix
     for where, template in (("output", output if isinstance(output, str) else None), ("output prefix", prefix)):
         if template is None or not has_placeholders(template):
@@ -154,8 +157,7 @@ def _missing_message(where: str, name: str) -> str:
     if name not in PLACEHOLDERS:
         return (f"the {where} uses the unknown placeholder {{{name}}}; the placeholders are "
                 f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
-    need = {"id": "an id", "seed": "a seed or seeds", "voice_id": "a voice_id or voice_ids",
-            "stem": "an s3:// input", "ext": "a known output_format"}[name]
+    need = {"id": "an id", "seed": "a seed or seeds"}[name]
     return f"the {where} uses {{{name}}}, which this line cannot fill; give the line {need}"
 
 
