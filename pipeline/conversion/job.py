@@ -23,6 +23,7 @@ from pipeline.audio.container import wants_wav, wrap_wav
 from pipeline.audio.prepare import content_type_of, prepare
 from pipeline.audio.probe import check_limits, probe
 from pipeline.audio.quality import measure
+from pipeline.audio.tags import copy_tags
 from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expected_output_s
 from pipeline.conversion.claim import JobClaim, JobClaimed
 from pipeline.conversion.context import JobContext
@@ -255,6 +256,9 @@ def _make(ctx: JobContext, job: Job, output: S3Uri, source: S3Uri, workdir: Path
         convert_with_retries(ctx.calls, job, prepared, converted, input_s=info.duration_s,
                              audio_content_type=content_type_of(prepared), attempts=attempts)
     timings["convert_s"] = time.monotonic() - mark
+    if job.copy_tags:  # before measure and publish: the sha256 in provenance is the tagged file's
+        speed = (job.voice_settings.speed if job.voice_settings else None) or 1.0
+        copy_tags(raw, converted, codec=output_format.codec, speed=speed)
     quality = measure(converted, output_format=output_format, input_duration_s=expected_output_s(job, info.duration_s))
     container = None
     if wants_wav(output.key, output_format):  # the API's headerless samples, stored so that players open them

@@ -123,3 +123,43 @@ def test_the_alternate_feed_keeps_the_source_and_adds_alternates(workflow: dict[
     assert "xmlns:itunes=" in text and "ns0:" not in text
     podcast = podcastparser.parse(BASE + "feed.xml", io.BytesIO(body))
     assert len(podcast["episodes"]) >= 3
+
+
+def _download(s3: Any, bucket: str, key: str, tmp: Path) -> Path:
+    local = tmp / key.replace("/", "_")
+    s3.download_file(bucket, key, str(local))
+    return local
+
+
+def test_every_output_keeps_title_cover_and_scaled_chapters(workflow: dict[str, Any], s3: Any) -> None:
+    import base64
+    import hashlib
+
+    from mutagen.flac import Picture
+    from mutagen.id3 import ID3
+    from mutagen.oggopus import OggOpus
+
+    from tests.feed.podcast import CHAPTERS_MS
+
+    bucket, tmp = workflow["bucket"], workflow["tmp"]
+    expected = [(a / SPEED, b / SPEED) for a, b in CHAPTERS_MS]
+    for line in [*workflow["lines"], *workflow["extra"]]:
+        key = line["output"].removeprefix(f"s3://{bucket}/")
+        local = _download(s3, bucket, key, tmp)
+        title = "Episode " + {"extra:opus": "one"}.get(line["metadata"]["guid"], line["metadata"]["guid"].split(":")[-1])
+        if key.endswith(".opus"):
+            tags = OggOpus(local).tags
+            assert tags["TITLE"] == [title]
+            assert Picture(base64.b64decode(tags["METADATA_BLOCK_PICTURE"][0])).data == workflow["cover"]
+            starts = [int(round(float(tags[f"CHAPTER{n:03d}"][0].split(":")[2]) * 1000)) for n in (1, 2, 3)]
+            assert all(abs(got - want[0]) <= 50 for got, want in zip(starts, expected))
+        else:
+            tags = ID3(local)
+            assert str(tags["TIT2"]) == title and tags.getall("APIC")[0].data == workflow["cover"]
+            chapters = sorted(tags.getall("CHAP"), key=lambda c: c.start_time)
+            assert len(chapters) == 3 and [str(c.sub_frames["TIT2"]) for c in chapters] == ["Part 1", "Part 2",
+                                                                                          "Part 3"]
+            for chapter, (start, end) in zip(chapters, expected):
+                assert abs(chapter.start_time - start) <= 50 and abs(chapter.end_time - end) <= 50
+        record = json.loads(s3.get_object(Bucket=bucket, Key=key + ".provenance.json")["Body"].read())
+        assert record["output"]["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()  # of the tagged file
