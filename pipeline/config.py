@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # --- inputs and outputs
     max_input_bytes: int = 500 * 1024 * 1024
     max_input_seconds: float = 4 * 3600.0
+    #: longest any ffmpeg/ffprobe process may run; each gets real time for its audio plus 30 s, capped at this
+    ffmpeg_timeout_ceiling_s: float = 3600.0
     allowed_input_buckets: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated; empty = any
     allowed_output_buckets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_segment_seconds: float = 300.0

@@ -24,6 +24,7 @@ class Reason(str, Enum):
     NOT_AUDIO = "not_audio"
     CORRUPT_AUDIO = "corrupt_audio"
     NO_DURATION = "no_duration"
+    DECODE_TIMEOUT = "decode_timeout"
     TOO_LARGE = "too_large"
     TOO_LONG = "too_long"
     BAD_INPUT = "bad_input"
@@ -85,6 +86,7 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.NOT_AUDIO: "ffprobe finds no audio in the input",
     Reason.CORRUPT_AUDIO: "the input (or an output) does not decode to the end: re-export it",
     Reason.NO_DURATION: "neither the header nor a decode tells the input's length: re-encode it",
+    Reason.DECODE_TIMEOUT: "ffmpeg/ffprobe ran past its wall-clock limit and was stopped (an endless or hostile input)",
     Reason.TOO_LARGE: "the input is over STS_MAX_INPUT_BYTES",
     Reason.TOO_LONG: "the input is over STS_MAX_INPUT_SECONDS",
     Reason.BAD_INPUT: "the input cannot be converted for another reason (the message says which)",

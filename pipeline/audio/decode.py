@@ -26,28 +26,31 @@ def sample_rate_of(path: Path, *, input_args: Sequence[str] = ()) -> int:
     return probe_sample_rate(path)
 
 
-def pcm_stream(path: Path, *, sample_rate: int, input_args: Sequence[str] = (), block_s: float = 10.0
-               ) -> Iterator[np.ndarray]:
+def pcm_stream(path: Path, *, sample_rate: int, input_args: Sequence[str] = (), block_s: float = 10.0,
+               expected_s: float | None = None) -> Iterator[np.ndarray]:
     """Mono float32 blocks of ``block_s`` seconds (the last one shorter) at ``sample_rate``; memory stays flat.
 
     Several channels are mixed down to their mean (5.1 by ffmpeg's downmix matrix, normalised to unity gain).
 
     Blocks are read-only views of ffmpeg's output. A decode that ffmpeg abandons raises
     ``InputError(reason="corrupt_audio")``; errors it recovers from are tolerated here (``prepare`` is the strict
-    check).
+    check). ``expected_s`` is about how long it is, for the decoder's timeout (default: from the size of a raw file,
+    else the ceiling); a consumer slower than real time past it ends in ``decode_timeout``.
     """
     block_bytes = 4 * max(1, round(block_s * sample_rate))
     output_args = [*MONO_ARGS, "-ar", str(sample_rate), "-c:a", "pcm_f32le", "-f", "f32le"]
-    with Decoder(path, input_args=input_args, output_args=output_args) as decoder:
+    if expected_s is None:
+        expected_s = _raw_seconds(path, input_args)
+    with Decoder(path, input_args=input_args, output_args=output_args, expected_s=expected_s) as decoder:
         while chunk := decoder.read(block_bytes):
             yield np.frombuffer(chunk, dtype="<f4")
         decoder.finish()
 
 
-def duration_s(path: Path, *, input_args: Sequence[str] = ()) -> float:
+def duration_s(path: Path, *, input_args: Sequence[str] = (), expected_s: float | None = None) -> float:
     """The decoded duration, exact to the sample: the file is decoded at its own rate and its samples counted."""
     rate = sample_rate_of(path, input_args=input_args)
-    return _decoded_samples(path, rate=rate, input_args=input_args) / rate
+    return _decoded_samples(path, rate=rate, input_args=input_args, expected_s=expected_s) / rate
 
 
 def output_duration_s(path: Path, fmt: OutputFormat) -> float:
@@ -55,13 +58,34 @@ def output_duration_s(path: Path, fmt: OutputFormat) -> float:
 
     For a check on every attempt that needs only the length: no ffprobe, and none of the loudness work.
     """
-    return _decoded_samples(path, rate=fmt.sample_rate, input_args=fmt.ffmpeg_input_args()) / fmt.sample_rate
+    return _decoded_samples(path, rate=fmt.sample_rate, input_args=fmt.ffmpeg_input_args(),
+                            expected_s=nominal_seconds(path, fmt)) / fmt.sample_rate
 
 
-def _decoded_samples(path: Path, *, rate: int, input_args: Sequence[str]) -> int:
+def nominal_seconds(path: Path, fmt: OutputFormat) -> float | None:
+    """About how long a file in ``fmt`` is by its size: exact for raw formats, the nominal bitrate for mp3/opus."""
+    size = path.stat().st_size
+    if fmt.headerless:
+        return size / (fmt.sample_rate * (2 if fmt.codec == "pcm" else 1))
+    return size * 8 / (fmt.bitrate_kbps * 1000) if fmt.bitrate_kbps else None
+
+
+def _raw_seconds(path: Path, input_args: Sequence[str]) -> float | None:
+    """A declared raw file's length by its size (``-f``, ``-ar`` in ``input_args``); None for containers."""
+    args = list(input_args)
+    if "-f" not in args or "-ar" not in args:
+        return None
+    width = {"s16le": 2, "f32le": 4}.get(args[args.index("-f") + 1], 1)
+    channels = int(args[args.index("-ac") + 1]) if "-ac" in args else 1
+    return path.stat().st_size / (width * channels * int(args[args.index("-ar") + 1]))
+
+
+def _decoded_samples(path: Path, *, rate: int, input_args: Sequence[str], expected_s: float | None = None) -> int:
+    if expected_s is None:
+        expected_s = _raw_seconds(path, input_args)
     output_args = [*MONO_ARGS, "-ar", str(rate), "-c:a", "pcm_s16le", "-f", "s16le"]
     decoded_bytes = 0
-    with Decoder(path, input_args=input_args, output_args=output_args) as decoder:
+    with Decoder(path, input_args=input_args, output_args=output_args, expected_s=expected_s) as decoder:
         while chunk := decoder.read(1 << 20):
             decoded_bytes += len(chunk)
         decoder.finish()

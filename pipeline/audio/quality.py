@@ -25,7 +25,7 @@ import scipy.signal
 import soxr
 from pyloudnorm.iirfilter import IIRfilter
 
-from pipeline.audio.decode import pcm_stream
+from pipeline.audio.decode import nominal_seconds, pcm_stream
 from pipeline.formats import OutputFormat
 
 ANALYSIS_MAX_RATE = 16000
@@ -107,8 +107,9 @@ def measure(output: Path, *, output_format: OutputFormat, input_duration_s: floa
     samples = 0
     peak = 0.0
     clipped = 0
+    expected_s = max(input_duration_s, nominal_seconds(output, output_format) or 0.0)
     for block in pcm_stream(output, sample_rate=rate, input_args=output_format.ffmpeg_input_args(),
-                            block_s=BLOCK_S):
+                            block_s=BLOCK_S, expected_s=expected_s):
         samples += len(block)
         peak = max(peak, float(block.max()), -float(block.min()))
         clipped += int(np.count_nonzero(block >= FULL_SCALE)) + int(np.count_nonzero(block <= -FULL_SCALE))

@@ -69,8 +69,8 @@ def plan_segments(path: Path, *, max_segment_s: float, input_args: Sequence[str]
     """
     if max_segment_s < 3 * MIN_SEGMENT_S:
         raise ValueError(f"max_segment_s={max_segment_s} is too short to plan segments (at least {3 * MIN_SEGMENT_S})")
-    energy, total_samples, rate = _frame_energy(path, input_args=input_args,
-                                                rate=_decode_rate(path, info, input_args))
+    energy, total_samples, rate = _frame_energy(path, input_args=input_args, rate=_decode_rate(path, info, input_args),
+                                                expected_s=info.duration_s if info is not None else None)
     total_s = total_samples / rate
     if total_s <= max_segment_s:
         return [Segment(0, 0.0, total_s)]
@@ -118,7 +118,8 @@ def cut_segment(path: Path, seg: Segment, out: Path, *, file_format: str, overla
         out = out.with_suffix(".flac")
         output_args = ["-c:a", "flac", "-sample_fmt", "s16"]
     trim = f"atrim=start_sample={first - seek_s * rate}:end_sample={stop - seek_s * rate}"
-    done = run_to_file(path, out, input_args=input_args, output_args=["-af", trim, *output_args], seek_s=seek_s)
+    done = run_to_file(path, out, input_args=input_args, output_args=["-af", trim, *output_args], seek_s=seek_s,
+                       expected_s=stop / rate)
     if not done.ok:
         raise PermanentError(f"cutting segment {seg.index} failed: {done.stderr[-300:]}")
     return out
@@ -145,7 +146,8 @@ def stitch(converted: Sequence[Path], segments: Sequence[Segment], *, segment_fo
     half = round(crossfade_s / 2 * time_scale * rate)
     ramp = (np.arange(2 * half) + 0.5) / (2 * half) * (np.pi / 2)
     fade_in, fade_out = np.sin(ramp).astype(np.float32), np.cos(ramp).astype(np.float32)
-    with Encoder(output_format, out, what="the stitched output") as encoder:
+    with Encoder(output_format, out, what="the stitched output",
+                 expected_s=segments[-1].end_s * time_scale) as encoder:
         held = np.zeros(0, dtype=np.float32)  # the previous piece over [cut - half, cut + half)
         for k, (piece, seg) in enumerate(zip(converted, segments, strict=True)):
             start, end = seg.bounds(rate, time_scale)
@@ -165,7 +167,8 @@ def stitch(converted: Sequence[Path], segments: Sequence[Segment], *, segment_fo
     return out
 
 
-def _frame_energy(path: Path, *, input_args: Sequence[str], rate: int) -> tuple[np.ndarray, int, int]:
+def _frame_energy(path: Path, *, input_args: Sequence[str], rate: int,
+                  expected_s: float | None = None) -> tuple[np.ndarray, int, int]:
     """Mean square of each 10 ms frame, streamed at ``rate``, plus the decoded sample count and the rate.
 
     Frame ``k`` covers samples ``[k * rate // 100, (k + 1) * rate // 100)``, so frames never drift from the clock,
@@ -175,7 +178,7 @@ def _frame_energy(path: Path, *, input_args: Sequence[str], rate: int) -> tuple[
     carry = np.zeros(0)
     carry_start = 0  # index of carry[0] in the whole input
     next_frame = 0
-    for block in pcm_stream(path, sample_rate=rate, input_args=input_args):
+    for block in pcm_stream(path, sample_rate=rate, input_args=input_args, expected_s=expected_s):
         squares = np.concatenate([carry, block.astype(np.float64) ** 2])
         end = carry_start + len(squares)
         last_edge = ((end + 1) * FRAMES_PER_S - 1) // rate  # the last frame edge inside what has been read

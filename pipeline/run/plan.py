@@ -1,22 +1,31 @@
 """A plan before spending: jobs, what is already done, input audio seconds, estimated credits and wall time.
 
-Inputs are probed where they lie: ffprobe reads a presigned URL with HTTP range requests, so a header (and for some
-formats a little more) is read, never the whole file. Estimates start from the configured credits per second of
-audio and are refined by what committed jobs of the same manifests actually cost and took.
+Inputs are probed where they lie, and ffprobe is never handed a URL: ranged GETs through ``Storage`` fetch the
+object's head (and, for containers that keep their length or index at the end, its tail) into a local sparse file
+of the object's size, and the sandboxed ffprobe of ``pipeline.audio`` reads that file. Nothing is presigned, so no
+signed URL is printed, logged or put on a command line. A plan reads headers and can be lied to; the worker counts
+every input's length by decoding it (``pipeline.audio.probe``). Where the header gives no length (an mp3 without a
+Xing header, raw AAC), the length is estimated from the size and bitrate and the line is listed as ``estimated``.
+
+Estimates start from the configured credits per second of audio and are refined by what committed jobs of the same
+manifests actually cost and took.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pipeline.audio.ffmpeg import probe_url_duration
+from pipeline.audio.probe import probe
+from pipeline.audio.sniff import id3_size, sniff
 from pipeline.config import Settings
 from pipeline.storage.scan import scan_outputs
 from pipeline.manifest.load import ManifestEntry, Shard
-from pipeline.errors import RecordError
+from pipeline.errors import InputError, RecordError
 from pipeline.storage.records import ProvenanceRecord, provenance_uri
 from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage
@@ -24,7 +33,13 @@ from pipeline.storage.s3 import Storage
 #: PCM_S16LE_16 inputs have no header: their duration is their size over 32,000 bytes a second
 RAW_PCM_BYTES_PER_SECOND = 32000
 PROBE_THREADS = 16
-PROBE_TIMEOUT_S = 60
+#: bytes read from the start of an object: headers, and an mp3's Xing frame after a modest ID3 tag
+HEAD_BYTES = 1024 * 1024
+#: bytes read from the end, for containers whose length or index may sit there (Ogg's last page, an MP4's moov)
+TAIL_BYTES = 4 * 1024 * 1024
+TAIL_CONTAINERS = ("ogg", "mov", "caf")
+#: an ID3 tag (cover art) longer than the head is skipped with one more read, up to this much
+MAX_HEAD_BYTES = 16 * 1024 * 1024
 #: committed jobs read back to learn real cost and time per audio second
 HISTORY_SAMPLE = 50
 #: seconds of API time per second of audio when nothing has been measured yet (a conservative guess)
@@ -42,6 +57,7 @@ class ShardPlan:
     estimated_credits: float = 0.0
     estimated_seconds: float = 0.0
     unprobed: list[str] = field(default_factory=list)  # "line N: why" for inputs that could not be probed
+    estimated: list[str] = field(default_factory=list)  # "line N: uri: how" for lengths guessed, not read
     #: estimated credits of each line to run (what the preflight sets against the credits left); not in to_dict
     credits_by_line: dict[int, float] = field(default_factory=dict, repr=False)
 
@@ -59,6 +75,7 @@ class Plan:
     api_seconds_per_audio_second: float
     basis: str  # "configured" or "history (N jobs)"
     shards: list[ShardPlan]
+    estimated_inputs: int = 0  # inputs whose length was estimated from size and bitrate (see ShardPlan.estimated)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -67,15 +84,55 @@ class Plan:
         return data
 
 
-def probe_seconds(storage: Storage, uri: str) -> float:
-    """Duration of an S3 input in seconds, read with ranged requests (ffprobe on a presigned URL)."""
+@dataclass(frozen=True)
+class Probed:
+    """An input's length as a plan can know it: read from its header (or a raw file's size), or estimated."""
+
+    seconds: float
+    estimated: bool = False
+    how: str = "header"
+
+
+def probe_input(storage: Storage, uri: str) -> Probed:
+    """An S3 input's length from ranged reads of its head (and tail) into a local file, probed by the sandbox.
+
+    Raw PCM (``.pcm``/``.raw``) is sized from its length alone. Anything the sandbox refuses (a playlist, text, an
+    image) raises its ``InputError``; a container whose length the head and tail do not tell raises ``ValueError``.
+    """
     parsed = S3Uri.parse(uri)
+    size = storage.require(parsed).size_bytes
     if parsed.key.lower().endswith((".pcm", ".raw")):
-        info = storage.require(parsed)
-        return info.size_bytes / RAW_PCM_BYTES_PER_SECOND
-    url = storage.client.generate_presigned_url("get_object", Params={"Bucket": parsed.bucket, "Key": parsed.key},
-                                                ExpiresIn=600)
-    return probe_url_duration(url, timeout_s=PROBE_TIMEOUT_S)
+        return Probed(size / RAW_PCM_BYTES_PER_SECOND, how="raw size")
+    if size == 0:
+        raise InputError(f"input {uri} is empty (0 bytes)", reason="empty_input")
+    head = storage.get_range(parsed, 0, min(size, HEAD_BYTES) - 1)
+    tag = id3_size(head)
+    if tag and len(head) < min(size, tag + HEAD_BYTES):  # a long ID3 tag (cover art): read past it
+        head = storage.get_range(parsed, 0, min(size, tag + HEAD_BYTES, MAX_HEAD_BYTES) - 1)
+    tail = b""
+    if sniff(head).demuxer in TAIL_CONTAINERS and size > len(head):
+        tail = storage.get_range(parsed, max(len(head), size - TAIL_BYTES), size - 1)
+    partial = len(head) + len(tail) < size
+    with tempfile.TemporaryDirectory(prefix="sts-plan-") as tmp:
+        local = Path(tmp) / "input"
+        with local.open("wb") as out:  # sparse: the bytes not read are a hole, the size is the object's
+            out.write(head)
+            if tail:
+                out.seek(size - len(tail))
+                out.write(tail)
+            out.truncate(size)
+        try:
+            info = probe(local, label=uri)
+        except InputError as error:
+            if partial and error.reason == "not_audio" and sniff(head).demuxer is not None:
+                raise ValueError(f"its first {len(head)} and last {len(tail)} bytes do not tell its length "
+                                 f"(the worker counts it when the job runs)") from None
+            raise
+    if not info.duration_estimated and info.header_duration_s is not None:
+        return Probed(info.header_duration_s)
+    if info.bit_rate:
+        return Probed(size * 8 / info.bit_rate, estimated=True, how="estimated from its size and bitrate")
+    raise ValueError("its header tells neither its length nor its bitrate (the worker counts it when the job runs)")
 
 
 def _history(storage: Storage, committed: list[str]) -> tuple[float, float, int] | None:
@@ -113,24 +170,27 @@ def make_plan(storage: Storage, shards: Sequence[Shard], settings: Settings, *, 
     basis = f"history ({learned[2]} jobs)" if learned else "configured"
     todo = [e for e in entries if not presence[e.output].provenance]
 
-    def probe(entry: ManifestEntry) -> tuple[ManifestEntry, float | None, str | None]:
+    def probe_line(entry: ManifestEntry) -> tuple[ManifestEntry, Probed | None, str | None]:
         try:
-            return entry, probe_seconds(storage, entry.job.input), None
+            return entry, probe_input(storage, entry.job.input), None
         except Exception as error:  # noqa: BLE001 — a probe failure is reported per line, never fatal
             return entry, None, f"line {entry.line}: {entry.job.input}: {error}"
 
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-        probed = list(pool.map(probe, todo))
+        probed = list(pool.map(probe_line, todo))
     plans = {shard.name: ShardPlan(shard.name, jobs=len(shard.entries)) for shard in shards}
     for entry in entries:
         if presence[entry.output].provenance:
             plans[entry.shard].skipped += 1
-    for entry, seconds, problem in probed:
+    for entry, found, problem in probed:
         shard_plan = plans[entry.shard]
         shard_plan.to_run += 1
-        if seconds is None:
+        if found is None:
             shard_plan.unprobed.append(problem or "unknown")
             continue
+        if found.estimated:
+            shard_plan.estimated.append(f"line {entry.line}: {entry.job.input}: {found.how}")
+        seconds = found.seconds
         shard_plan.audio_seconds += seconds
         credits = seconds * (learned_rate or settings.credits_rate(entry.job.model_id))
         shard_plan.estimated_credits += credits
@@ -151,4 +211,5 @@ def make_plan(storage: Storage, shards: Sequence[Shard], settings: Settings, *, 
         estimated_seconds=round(sum(p.estimated_seconds for p in shard_list), 1),
         concurrency=cap, credits_per_second=round(learned_rate or settings.credits_per_second, 4),
         api_seconds_per_audio_second=round(api_s_per_s, 4), basis=basis, shards=shard_list,
+        estimated_inputs=sum(len(p.estimated) for p in shard_list),
     )

@@ -4,9 +4,9 @@
 and the network taken out: fast unit tests of commit, scans, plan, retry and reconcile, and the control-plane
 benchmark's "S3 answers instantly" arm. The integration lane runs the same cases against moto's server over HTTP.
 
-What it imitates: buckets (``NoSuchBucket``), ``head_object``/``get_object`` (404 ``NoSuchKey``), ``put_object`` with
-``IfNoneMatch="*"`` and ``IfMatch`` (412 ``PreconditionFailed``), user metadata, ETags that change with the content,
-``delete_object``, and ``list_objects_v2`` pages in key order.
+What it imitates: buckets (``NoSuchBucket``), ``head_object``/``get_object`` (404 ``NoSuchKey``; ``Range`` reads),
+``put_object`` with ``IfNoneMatch="*"`` and ``IfMatch`` (412 ``PreconditionFailed``), user metadata, ETags that change
+with the content, ``delete_object``, and ``list_objects_v2`` pages in key order.
 """
 
 from __future__ import annotations
@@ -100,13 +100,19 @@ class MemoryS3:
             return {"ContentLength": len(found.body), "ETag": f'"{found.etag}"', "LastModified": found.modified,
                     "ContentType": found.content_type, "Metadata": dict(found.metadata)}
 
-    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+    def get_object(self, *, Bucket: str, Key: str, Range: str | None = None) -> dict[str, Any]:  # noqa: N803
         with self._lock:
             self._count("GetObject")
             found = self._bucket(Bucket, "GetObject").get(Key)
             if found is None:
                 raise _error("NoSuchKey", 404, "GetObject")
-            return {"Body": _Body(found.body), "ContentLength": len(found.body), "ETag": f'"{found.etag}"',
+            body = found.body
+            if Range is not None:  # "bytes=START-END", END inclusive and clipped to the object, as S3 answers
+                first, _, last = Range.removeprefix("bytes=").partition("-")
+                if int(first) >= len(body):
+                    raise _error("InvalidRange", 416, "GetObject")
+                body = body[int(first):int(last) + 1 if last else None]
+            return {"Body": _Body(body), "ContentLength": len(body), "ETag": f'"{found.etag}"',
                     "LastModified": found.modified, "ContentType": found.content_type,
                     "Metadata": dict(found.metadata)}
 

@@ -150,6 +150,22 @@ class Storage:
                 raise InputError(f"{uri} does not exist", reason="missing_object") from None
             raise self._translate(error, uri) from None
 
+    def get_range(self, uri: S3Uri, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (both inclusive, as HTTP ranges count) of an object; fewer past its end."""
+        if start < 0 or end < start:
+            raise ValueError(f"not a byte range: {start}-{end}")
+        try:
+            response = self._s3.get_object(Bucket=uri.bucket, Key=uri.key, Range=f"bytes={start}-{end}")
+            return bytes(response["Body"].read())
+        except ClientError as error:
+            if _code(error) in ("NoSuchKey", "404"):
+                raise InputError(f"{uri} does not exist", reason="missing_input") from None
+            if _code(error) == "InvalidRange":  # start is past the end of the object
+                return b""
+            raise self._translate(error, uri) from None
+        except (BotoCoreError, EndpointConnectionError) as error:
+            raise StorageUnavailableError(f"S3 did not answer for {uri}: {type(error).__name__}") from None
+
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object under the prefix, a page (1,000 keys) per request."""
         paginator = self._s3.get_paginator("list_objects_v2")

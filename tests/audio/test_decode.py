@@ -40,11 +40,19 @@ def test_a_stream_closed_early_stops_its_decoder(files: dict[str, Path]) -> None
     assert len(first) == 4410
 
 
-def test_decoding_garbage_raises_corrupt_audio(tmp_path: Path) -> None:
+def test_garbage_is_refused_before_ffmpeg_sees_it(tmp_path: Path) -> None:
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x13\x37" * 5000)
     with pytest.raises(InputError) as caught:
         decoded(junk, sample_rate=16000)
+    assert caught.value.reason == "not_audio"
+
+
+def test_an_audio_container_that_does_not_decode_is_corrupt(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(b"fLaC" + b"\x13\x37" * 5000)  # the magic is right, what follows is not FLAC
+    with pytest.raises(InputError) as caught:
+        decoded(broken, sample_rate=16000)
     assert caught.value.reason == "corrupt_audio"
 
 

@@ -119,13 +119,6 @@ def test_every_command_line_starts_with_a_program_the_boundary_knows(files: dict
     assert set(seen) == {ffmpeg.FFMPEG, ffmpeg.FFPROBE} and len(seen) >= 4
 
 
-def test_a_url_probe_reads_the_container_duration(files: dict[str, Path], tmp_path: Path) -> None:
-    # ffprobe takes a local path where it takes a URL: the same command line plan runs on a presigned URL
-    assert ffmpeg.probe_url_duration(str(files["wav"]), timeout_s=30) == pytest.approx(SECONDS, abs=1e-3)
-    with pytest.raises(ValueError, match="No such file"):
-        ffmpeg.probe_url_duration(str(tmp_path / "missing.wav"), timeout_s=30)
-
-
 def test_stderr_tails_hide_the_temporary_path(tmp_path: Path) -> None:
     local = tmp_path / "input.wav"
     assert ffmpeg.tail(f"{local}: Invalid data found\n  when processing input", local) == (

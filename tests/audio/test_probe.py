@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio.decode import duration_s
+from pipeline.audio.prepare import prepare
 from pipeline.audio.probe import AudioInfo, check_limits, probe
 from pipeline.errors import InputError
 from tests.audio.helpers import RATE, SECONDS, ffmpeg
@@ -30,7 +31,8 @@ def test_probe_reads_wav_mp3_flac(files: dict[str, Path]) -> None:
 def test_probe_of_raw_pcm_takes_the_duration_from_the_size(files: dict[str, Path]) -> None:
     info = probe(files["pcm"], file_format="pcm_s16le_16")
     assert info == AudioInfo(duration_s=SECONDS, codec="pcm_s16le", sample_rate=16000, channels=1,
-                             format_name="s16le", size_bytes=int(SECONDS * 16000 * 2), bit_rate=256000)
+                             format_name="s16le", size_bytes=int(SECONDS * 16000 * 2), bit_rate=256000,
+                             header_duration_s=SECONDS, counted=True)  # its size is its sample count
     assert info.is_raw_pcm
 
 
@@ -63,11 +65,13 @@ def test_zero_bytes_is_empty_input(tmp_path: Path) -> None:
     assert "s3://in/empty.wav" in caught.value.message
 
 
-def test_a_wav_with_no_samples_is_empty_input(tmp_path: Path) -> None:
+def test_a_wav_with_no_samples_is_empty_input_when_counted(tmp_path: Path) -> None:
     header_only = tmp_path / "header.wav"
     sf.write(header_only, np.zeros(0), 16000)
+    info = probe(header_only, label="s3://in/header.wav")
+    assert not info.counted
     with pytest.raises(InputError) as caught:
-        probe(header_only, label="s3://in/header.wav")
+        prepare(header_only, info, "other", tmp_path, label="s3://in/header.wav")
     assert caught.value.reason == "empty_input"
 
 
@@ -83,7 +87,8 @@ def test_text_is_not_audio(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         probe(text, label="s3://in/notes.mp3")
     assert caught.value.reason == "not_audio"
-    assert caught.value.message.startswith("input s3://in/notes.mp3 is not audio: ffprobe cannot read it")
+    assert caught.value.message.startswith("input s3://in/notes.mp3 is not audio: ffprobe cannot read it, as its "
+                                           "first bytes are no audio container the decoder accepts (text)")
     assert str(tmp_path) not in caught.value.message
 
 
@@ -93,8 +98,8 @@ def test_a_png_is_not_audio_and_the_message_says_what_it_looks_like(tmp_path: Pa
     with pytest.raises(InputError) as caught:
         probe(png, label="s3://in/cover.wav")
     assert caught.value.reason == "not_audio"
-    assert caught.value.message == ("input s3://in/cover.wav is not audio: ffprobe found no audio stream "
-                                    "(it looks like png_pipe)")
+    assert caught.value.message.startswith("input s3://in/cover.wav is not audio: ffprobe found no audio stream "
+                                           "(it looks like png_pipe); only audio containers are decoded")
 
 
 def test_limits(files: dict[str, Path]) -> None:
