@@ -220,3 +220,25 @@ def test_an_input_of_no_known_container_is_not_audio_before_ffmpeg(tmp_path: Pat
             probe(path, label=f"s3://in/{name}")
         assert caught.value.reason == "not_audio", name
     assert seen == []
+
+
+@pytest.mark.parametrize(("suffix", "args", "demuxer"), [
+    ("wav", ["-c:a", "pcm_s16le"], "wav"), ("w64", ["-f", "w64"], "w64"), ("flac", [], "flac"),
+    ("mp3", ["-c:a", "libmp3lame"], "mp3"), ("nometa.mp3", ["-c:a", "libmp3lame", "-id3v2_version", "0"], "mp3"),
+    ("aac", ["-c:a", "aac", "-f", "adts"], "aac"), ("ogg", ["-c:a", "libvorbis"], "ogg"),
+    ("opus", ["-c:a", "libopus"], "ogg"), ("m4a", ["-c:a", "aac"], "mov"), ("alac.m4a", ["-c:a", "alac"], "mov"),
+    ("aiff", [], "aiff"), ("caf", [], "caf"),
+])
+def test_every_allowed_container_is_told_by_its_bytes_and_probed(files: dict[str, Path], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch, suffix: str,
+                                                                 args: list[str], demuxer: str) -> None:
+    made = tmp_path / f"speech.{suffix}"
+    make("-i", str(files["wav"]), *args, str(made))
+    named_wrong = tmp_path / "input.bin"  # the name says nothing: the bytes decide
+    named_wrong.write_bytes(made.read_bytes())
+    seen = record_argvs(monkeypatch)
+    info = probe(named_wrong)
+    check_limits(info, max_bytes=MAX_BYTES, max_seconds=MAX_SECONDS, label=suffix)
+    prepare(named_wrong, info, "other", tmp_path)
+    assert info.counted and abs(info.duration_s - SECONDS) < 0.1
+    assert {argv[argv.index("-f") + 1] for argv in seen} == {demuxer}
