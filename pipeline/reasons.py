@@ -42,6 +42,9 @@ class Reason(str, Enum):
     TIMEOUT = "timeout"
     NETWORK = "network"
     CUT_STREAM = "cut_stream"
+    WRONG_FORMAT = "wrong_format"
+    OVERSIZED_RESPONSE = "oversized_response"
+    DEADLINE = "deadline"
     RATE_LIMITED = "rate_limited"
     TRANSIENT = "transient"
     API_ERROR = "api_error"
@@ -103,6 +106,11 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.TIMEOUT: "the service did not answer in time (retried)",
     Reason.NETWORK: "the connection to the service failed (retried)",
     Reason.CUT_STREAM: "the audio stream ended early or too short for the input (retried)",
+    Reason.WRONG_FORMAT: "the service answered 200 with something that is not audio of the requested output_format "
+                         "(an HTML page, another container, a body that does not decode) (retried)",
+    Reason.OVERSIZED_RESPONSE: "the service sent far more audio bytes than the input's duration can take (retried)",
+    Reason.DEADLINE: "the request ran past its deadline, sized from the input's duration (a stalled or trickling "
+                     "body) (retried)",
     Reason.RATE_LIMITED: "the service answered 429 (retried after Retry-After)",
     Reason.TRANSIENT: "another fault worth retrying",
     Reason.API_ERROR: "the service refused the request in a way retrying cannot fix",

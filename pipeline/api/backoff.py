@@ -50,7 +50,8 @@ def backoff_delay_s(
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds from a ``Retry-After`` value: delay-seconds or an HTTP-date. None if absent or unreadable.
 
-    A date in the past gives 0. ``now`` defaults to the current UTC time.
+    A date in the past gives 0; a longer wait than ``MAX_RETRY_AFTER_S`` (a far-future date, a number with hundreds
+    of digits) gives ``MAX_RETRY_AFTER_S``. ``now`` defaults to the current UTC time.
     """
     if value is None:
         return None
@@ -58,17 +59,17 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not text:
         return None
     if _SECONDS.match(text):
-        return float(text)
+        return min(float(text), MAX_RETRY_AFTER_S)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000" means UTC with no stated zone; HTTP-dates are always GMT
         when = when.replace(tzinfo=timezone.utc)
     reference = now or datetime.now(timezone.utc)
     if reference.tzinfo is None:
         reference = reference.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - reference).total_seconds())
+    return min(max(0.0, (when - reference).total_seconds()), MAX_RETRY_AFTER_S)
 
 
 def parse_retry_after_ms(value: str | None) -> float | None:
@@ -78,7 +79,7 @@ def parse_retry_after_ms(value: str | None) -> float | None:
     text = value.strip()
     if not _SECONDS.match(text):
         return None
-    return float(text) / 1000.0
+    return min(float(text) / 1000.0, MAX_RETRY_AFTER_S)
 
 
 def retry_after_from_headers(headers: Mapping[str, str], now: datetime | None = None) -> float | None:

@@ -3,6 +3,11 @@
 Request and response are streamed from and to files, so memory does not grow with the audio. The client makes one
 attempt; retries, limits and budgets belong to ``pipeline.conversion.calls``. The API key travels only in the ``xi-api-key``
 header and never appears in an exception or a returned record.
+
+An error answer becomes a ``PipelineError`` through the one table in ``pipeline.api.problems``. A 200 is not trusted
+(``pipeline.api.response``): its first bytes must start the requested format, it may not be longer than the expected
+duration can take, and the whole request must end within a deadline sized from the input's duration; each such
+fault is a ``TransientError`` (wrong_format, oversized_response, deadline) that carries what the response billed.
 """
 
 from __future__ import annotations
@@ -16,27 +21,28 @@ from typing import Any
 import httpx
 
 from pipeline import __version__
-from pipeline.api.backoff import retry_after_from_headers
-from pipeline.config import Settings
-from pipeline.errors import (
-    ApiError,
-    AuthError,
-    PipelineError,
-    RateLimitedError,
-    RejectedError,
-    ResponseInfo,
-    TransientError,
-    register_secret,
-    summarize_rejection,
+from pipeline.api.headers import character_cost
+from pipeline.api.problems import problem_from, read_body
+from pipeline.api.response import (
+    DEADLINE_BASE_S,
+    DEADLINE_PER_INPUT_S,
+    BodyGuard,
+    ResponseFault,
+    byte_bound,
+    request_deadline_s,
 )
+from pipeline.config import Settings
+from pipeline.errors import PipelineError, ResponseInfo, TransientError, register_secret
+from pipeline.formats import OUTPUT_FORMATS
 from pipeline.manifest.job import Job
 
 STREAM_PATH = "/v1/speech-to-speech/{voice_id}/stream"
 ERROR_BODY_LIMIT_BYTES = 64 * 1024
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 #: response headers kept in provenance
 RECORDED_HEADERS = ("request-id", "history-item-id", "character-cost", "current-concurrent-requests",
                     "maximum-concurrent-requests", "content-type")
+#: a kept header value longer than this is cut (a header is not a place for a novel)
+HEADER_VALUE_LIMIT = 256
 
 
 @dataclass
@@ -54,23 +60,31 @@ class CallResult:
 
     @property
     def character_cost(self) -> float | None:
-        value = self.headers.get("character-cost")
-        try:
-            return float(value) if value is not None else None
-        except ValueError:
-            return None
+        """What the service billed; None when the header is missing or not a believable number (never negative)."""
+        return character_cost(self.headers)
 
 
 def _kept_headers(headers: httpx.Headers) -> dict[str, str]:
-    return {name: headers[name] for name in RECORDED_HEADERS if name in headers}
+    return {name: headers[name][:HEADER_VALUE_LIMIT] for name in RECORDED_HEADERS if name in headers}
 
 
 class StsClient:
-    """One httpx client for one API base URL and key."""
+    """One httpx client for one API base URL and key.
+
+    ``read_timeout_s`` bounds the silence between two chunks; on top of it every request has a total deadline of
+    ``deadline_base_s + deadline_per_input_s × input seconds`` (plus a second per MB uploaded), and the read
+    timeout of a request is never longer than its deadline.
+    """
 
     def __init__(self, base_url: str, api_key: str, *, connect_timeout_s: float = 10.0, read_timeout_s: float = 120.0,
-                 write_timeout_s: float = 120.0, transport: httpx.BaseTransport | None = None) -> None:
+                 write_timeout_s: float = 120.0, transport: httpx.BaseTransport | None = None,
+                 deadline_base_s: float = DEADLINE_BASE_S, deadline_per_input_s: float = DEADLINE_PER_INPUT_S) -> None:
         register_secret(api_key)
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._write_timeout_s = write_timeout_s
+        self._deadline_base_s = deadline_base_s
+        self._deadline_per_input_s = deadline_per_input_s
         timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=write_timeout_s, pool=30.0)
         self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport,
                                   headers={"xi-api-key": api_key, "user-agent": f"sts-pipeline/{__version__}"})
@@ -89,12 +103,20 @@ class StsClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def stream(self, job: Job, audio: Path, out: Path, *, audio_content_type: str = "application/octet-stream"
-               ) -> CallResult:
+    def deadline_s(self, input_s: float | None, upload_bytes: int = 0) -> float:
+        """How long one request with ``input_s`` seconds of input (``upload_bytes`` uploaded) may take in all."""
+        return request_deadline_s(input_s, upload_bytes, base_s=self._deadline_base_s,
+                                  per_input_s=self._deadline_per_input_s)
+
+    def stream(self, job: Job, audio: Path, out: Path, *, audio_content_type: str = "application/octet-stream",
+               input_s: float | None = None, expected_output_s: float | None = None) -> CallResult:
         """POST ``audio`` to the streaming endpoint and write the response body to ``out``.
 
-        Raises a TransientError, RejectedError, AuthError or ApiError whose ``response`` says what the service
-        answered (``None`` when no response came).
+        ``input_s`` (the input's duration) sizes the request's deadline and read timeout; ``expected_output_s``
+        (the input's duration over the speed) bounds the body's size. Unknown, they default to the vendor's limits.
+
+        Raises a TransientError, RejectedError, AuthError, ApiError, QuotaExceededError or RefusedByPlanError
+        whose ``response`` says what the service answered (``None`` when no response came).
         """
         params: dict[str, Any] = {"output_format": job.output_format,
                                   "enable_logging": "true" if job.enable_logging else "false"}
@@ -106,22 +128,38 @@ class StsClient:
             form["seed"] = str(job.seed)
         if job.voice_settings is not None:
             form["voice_settings"] = json.dumps(job.voice_settings.model_dump(exclude_none=True))
+        request = {"voice_id": job.voice_id, **{name: str(value) for name, value in params.items()}, **form}
         path = STREAM_PATH.format(voice_id=job.voice_id)
         started = time.monotonic()
         try:
+            upload_bytes = audio.stat().st_size
+        except OSError:
+            upload_bytes = 0
+        deadline_s = self.deadline_s(input_s if input_s is not None else expected_output_s, upload_bytes)
+        timeout = httpx.Timeout(connect=min(self._connect_timeout_s, deadline_s),
+                                read=min(self._read_timeout_s, deadline_s),
+                                write=min(self._write_timeout_s, deadline_s), pool=min(30.0, deadline_s))
+        try:
             with open(audio, "rb") as body:
                 files = {"audio": (audio.name, body, audio_content_type)}
-                with self._http.stream("POST", path, params=params, data=form, files=files) as response:
+                with self._http.stream("POST", path, params=params, data=form, files=files,
+                                       timeout=timeout) as response:
                     if response.status_code != 200:
-                        raise self._error_from(response)
-                    return self._receive(response, out, started)
+                        raise self._error_from(response, request, started + deadline_s)
+                    guard = BodyGuard(OUTPUT_FORMATS[job.output_format], byte_bound(
+                        OUTPUT_FORMATS[job.output_format], expected_output_s), started + deadline_s, deadline_s,
+                        response.headers.get("content-type"))
+                    return self._receive(response, out, started, guard)
         except httpx.TimeoutException as error:
+            if time.monotonic() - started >= deadline_s:
+                raise TransientError(f"the request ran past its deadline of {deadline_s:.0f} s (sized from the "
+                                     f"input's duration) ({type(error).__name__})", reason="deadline") from None
             raise TransientError(f"the service timed out ({type(error).__name__})", reason="timeout") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
             raise TransientError(f"connection to the service failed: {type(error).__name__}",
                                  reason="network") from None
 
-    def _receive(self, response: httpx.Response, out: Path, started: float) -> CallResult:
+    def _receive(self, response: httpx.Response, out: Path, started: float, guard: BodyGuard) -> CallResult:
         headers = _kept_headers(response.headers)
         info = ResponseInfo(200, headers)
         written = 0
@@ -133,54 +171,45 @@ class StsClient:
 
         try:
             with open(out, "wb") as sink:
+                held = b""  # the first bytes are held back until the guard has judged the format
                 for chunk in response.iter_bytes():
-                    sink.write(chunk)
                     written += len(chunk)
+                    guard.feed(chunk)
+                    if not guard.judged:
+                        held += chunk
+                        continue
+                    sink.write(held + chunk if held else chunk)
+                    held = b""
+                guard.finish()
+                sink.write(held)
+        except ResponseFault as fault:
+            raise TransientError(fault.message, reason=fault.reason, status=200, request_id=headers.get("request-id"),
+                                 response=info) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.TimeoutException) as error:
+            try:
+                guard.check_deadline()
+            except ResponseFault as fault:
+                raise TransientError(fault.message, reason=fault.reason, status=200,
+                                     request_id=headers.get("request-id"), response=info) from None
             raise cut(f"the audio stream was cut after {written} bytes ({type(error).__name__})") from None
-        if expected is not None and expected.isdigit() and int(expected) != written:
+        if expected is not None and expected.isascii() and expected.isdigit() and int(expected) != written:
             raise cut(f"the audio stream ended after {written} of {expected} bytes")
         if written == 0:
             raise cut("the service answered 200 with no audio")
         return CallResult(200, headers, written, time.monotonic() - started)
 
     @staticmethod
-    def _error_from(response: httpx.Response) -> PipelineError:
-        status = response.status_code
-        headers = _kept_headers(response.headers)
-        request_id = headers.get("request-id")
+    def _error_from(response: httpx.Response, request: dict[str, str], deadline: float) -> PipelineError:
         raw = b""
         try:
             for chunk in response.iter_bytes():
                 raw += chunk
-                if len(raw) > ERROR_BODY_LIMIT_BYTES:
+                if len(raw) > ERROR_BODY_LIMIT_BYTES or time.monotonic() > deadline:
                     break
         except httpx.HTTPError:
             pass
-        try:
-            body: Any = json.loads(raw[:ERROR_BODY_LIMIT_BYTES] or b"null")
-        except ValueError:
-            body = None
-        detail = body.get("detail") if isinstance(body, dict) else None
-        api_status = detail.get("status") if isinstance(detail, dict) else None
-        message = detail.get("message") if isinstance(detail, dict) else None
-        info = ResponseInfo(status, headers, api_status)
-        retry_after = retry_after_from_headers(response.headers)
-        if status == 422:
-            return RejectedError(f"the service rejected the request (422): {summarize_rejection(detail, drop_body=False, most=5)}",
-                                 detail=detail, request_id=request_id, response=info)
-        if status == 429:
-            kind = api_status or "rate_limited"
-            return RateLimitedError(f"the service throttled the request (429 {kind})", kind=kind, status=429,
-                                    request_id=request_id, retry_after_s=retry_after, response=info)
-        if status in RETRYABLE_STATUSES or status >= 500:
-            return TransientError(f"the service answered {status}" + (f" ({api_status})" if api_status else ""),
-                                  status=status, request_id=request_id, retry_after_s=retry_after,
-                                  reason=f"http_{status}", response=info)
-        if status == 401:
-            return AuthError("the service refused the API key (401): set STS_API_KEY to a valid key; "
-                             "the run was stopped", status=401, request_id=request_id, api_status=api_status,
-                             response=info)
-        return ApiError(f"the service answered {status}: {message or api_status or 'no detail'}",
-                        status=status, request_id=request_id, api_status=api_status, response=info)
-
+        headers = _kept_headers(response.headers)
+        for name in ("retry-after", "retry-after-ms"):
+            if name in response.headers:
+                headers[name] = response.headers[name][:HEADER_VALUE_LIMIT]
+        return problem_from(response.status_code, read_body(raw[:ERROR_BODY_LIMIT_BYTES]), headers, request=request)

@@ -23,6 +23,8 @@ from typing import Any
 import redis
 
 from pipeline.api.backoff import MAX_RETRY_AFTER_S, retry_after_from_headers
+from pipeline.api.headers import header_count
+from pipeline.api.problems import CONCURRENT_LIMIT_EXCEEDED, limit_kind
 from pipeline._redis import is_hash_tag_safe, text
 from pipeline.config import Settings
 from pipeline.errors import SlotUnavailableError
@@ -33,8 +35,6 @@ __all__ = ["Lease", "Limiter", "LimiterConfig", "key_id_for"]
 STATE_TTL_S = 7 * 24 * 3600
 #: the multiplicative decrease applied to the effective cap after a concurrency 429 at the cap
 DECREASE_FACTOR = 0.5
-
-_CONCURRENCY_429 = "too_many_concurrent_requests"
 
 # Shared Lua prelude. Not a script by itself: it is prepended to the scripts below so that they all compute the
 # effective cap the same way.
@@ -117,7 +117,8 @@ return 1
 # Learn from one API response: the plan's cap, a shared cool-down after a 429, and the AIMD cap.
 # KEYS[1] state HASH   KEYS[2] cooldown STRING   KEYS[3] leases ZSET
 # ARGV[1] HTTP status   ARGV[2] maximum-concurrent-requests (0 = absent)   ARGV[3] current-concurrent-requests
-# (-1 = absent)   ARGV[4] 1 if a too_many_concurrent_requests 429   ARGV[5] cool-down ms (0 = none)
+# (-1 = absent)   ARGV[4] 1 if a concurrency 429 (concurrent_limit_exceeded, legacy too_many_concurrent_requests)
+# ARGV[5] cool-down ms (0 = none)
 # ARGV[6] configured cap (0 = none)   ARGV[7] lease_ms   ARGV[8] state TTL ms   ARGV[9] decrease factor
 # Returns {learned cap before, after (0 = unknown), effective cap before, after, cool-down ms set (0 = none),
 # AIMD step taken (-1 decrease, 1 increase, 0 none)}.
@@ -296,29 +297,40 @@ class Limiter:
     def observe_response(self, status: int, headers: Mapping[str, str], api_status: str | None = None) -> None:
         """Called after every API response (success or error), while the request's slot is still held.
 
-        Learns the plan's cap from ``maximum-concurrent-requests`` (effective cap = min(configured, learned)); on a
-        429 sets a shared cool-down (Retry-After / retry-after-ms, capped, else ``cooldown_default_s``); on a 429
-        ``too_many_concurrent_requests`` (``api_status``, the body's ``detail.status``) while at the cap, halves the
-        effective cap (floor 1, at most once per lease period); on a 2xx raises a lowered cap by 1 after as many
-        successes as the cap, never above the configured/learned cap. Each change is logged once, by the process
+        Learns the plan's cap from ``maximum-concurrent-requests`` (effective cap = min(configured, learned)). A 429
+        is told apart by its kind (``api_status``: the body's ``detail.code``, else its legacy ``detail.status``;
+        see ``pipeline.api.problems.limit_kind``), as the reference asks:
+
+        - ``concurrent_limit_exceeded`` (legacy ``too_many_concurrent_requests``): more in flight than the plan
+          allows. While at the cap, the effective cap is halved (floor 1, at most once per lease period), and every
+          worker pauses for Retry-After.
+        - ``rate_limit_exceeded``: a request-rate window is full: every worker pauses for Retry-After (the seconds
+          until the window has room); the cap stays.
+        - ``system_busy`` (or a 429 of no known kind): the service is overloaded: every worker pauses for
+          Retry-After (the task's own retry backs off on top); the cap stays.
+
+        The pause is Retry-After / retry-after-ms (capped at ``MAX_RETRY_AFTER_S``), else ``cooldown_default_s``. On
+        a 2xx a lowered cap rises by 1 after as many successes as the cap, never above the configured/learned cap.
+        Header values that are not believable numbers count as absent. Each change is logged once, by the process
         whose response caused it.
         """
         lowered = {name.lower(): value for name, value in headers.items()}
-        maximum = _header_int(lowered.get("maximum-concurrent-requests"))
-        current = _header_int(lowered.get("current-concurrent-requests"))
+        maximum = header_count(lowered.get("maximum-concurrent-requests"))
+        current = header_count(lowered.get("current-concurrent-requests"))
+        kind = limit_kind(api_status) if status == 429 else None
         cooldown_ms = 0
         if status == 429:
             retry_after_s = retry_after_from_headers(lowered)
             if retry_after_s is None:
                 retry_after_s = self._config.cooldown_default_s
-            cooldown_ms = int(min(retry_after_s, MAX_RETRY_AFTER_S) * 1000)
+            cooldown_ms = int(min(max(retry_after_s, 0.0), MAX_RETRY_AFTER_S) * 1000)
         reply = self._observe(
             keys=[self._state_key, self._cooldown_key, self._leases_key],
             args=[
                 status,
                 maximum or 0,
                 -1 if current is None else current,
-                1 if status == 429 and api_status == _CONCURRENCY_429 else 0,
+                1 if kind == CONCURRENT_LIMIT_EXCEEDED else 0,
                 cooldown_ms,
                 self._configured,
                 self._lease_ms,
@@ -334,13 +346,13 @@ class Limiter:
             )
         if aimd_step < 0:
             self._log.warning(
-                "limiter %s: 429 %s at the cap: effective cap lowered to %d", self._key_id, api_status, cap_after
+                "limiter %s: 429 %s at the cap: effective cap lowered to %d", self._key_id, kind, cap_after
             )
         elif aimd_step > 0:
             self._log.info("limiter %s: effective cap raised %d -> %d", self._key_id, cap_before, cap_after)
         if cooldown_set_ms:
             self._log.info(
-                "limiter %s: 429 %s: every worker pauses %.1f s", self._key_id, api_status or "", cooldown_set_ms / 1000
+                "limiter %s: 429 %s: every worker pauses %.1f s", self._key_id, kind, cooldown_set_ms / 1000
             )
 
     def effective_cap(self) -> int:
@@ -421,17 +433,6 @@ class Limiter:
             # never mask the request's own outcome: the lease expires by itself within lease_s
             self._log.warning("limiter %s: could not release lease %s (%s); it expires within %.0f s",
                               self._key_id, lease.token[:8], exc, self._config.lease_s)
-
-
-def _header_int(value: str | None) -> int | None:
-    """A non-negative integer header value, or None if absent or malformed."""
-    if value is None:
-        return None
-    try:
-        number = int(value.strip())
-    except ValueError:
-        return None
-    return number if number >= 0 else None
 
 
 def _describe(reason: str, reply: list[Any]) -> str:

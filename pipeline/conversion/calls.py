@@ -23,9 +23,11 @@ from typing import Any
 from pipeline._redis import best_effort
 from pipeline.api.backoff import backoff_delay_s
 from pipeline.api.client import CallResult, StsClient
+from pipeline.api.headers import character_cost
 from pipeline.api.limiter import Limiter
 from pipeline.audio.decode import output_duration_s
 from pipeline.config import Settings
+from pipeline.errors import InputError, ResponseInfo
 from pipeline.errors import (
     AuthError,
     PipelineError,
@@ -115,7 +117,7 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
         started = time.monotonic()
         try:
             with _reserved(ctx, input_s * settings.credits_per_second) as settle:
-                result = _request(ctx, job, audio, out, audio_content_type)
+                result = _request(ctx, job, audio, out, audio_content_type, input_s)
                 settle(result.character_cost or 0.0)
             _finish(record, started, status=200, request_id=result.request_id, credits=result.character_cost or 0.0,
                     bytes_written=result.bytes_written)
@@ -178,11 +180,13 @@ def _tell_the_run(ctx: CallContext, job: Job, error: PipelineError) -> None:
             best_effort(ctx.run_state.refuse, shape, error.message)
 
 
-def _request(ctx: CallContext, job: Job, audio: Path, out: Path, content_type: str) -> CallResult:
-    """One request under a limiter slot; the limiter learns from every response, failed or not."""
+def _request(ctx: CallContext, job: Job, audio: Path, out: Path, content_type: str, input_s: float) -> CallResult:
+    """One request under a limiter slot; the limiter learns from every response, failed or not. The input's
+    duration sizes the request's deadline, the expected output's its largest acceptable body."""
     with ctx.limiter.slot(ctx.settings.slot_wait_s):
         try:
-            result = ctx.client.stream(job, audio, out, audio_content_type=content_type)
+            result = ctx.client.stream(job, audio, out, audio_content_type=content_type, input_s=input_s,
+                                       expected_output_s=expected_output_s(job, input_s))
         except PipelineError as error:
             if error.response is not None:
                 best_effort(ctx.limiter.observe_response, error.response.status or 0, dict(error.response.headers),
@@ -221,8 +225,15 @@ def _reserved(ctx: CallContext, estimate: float) -> Iterator[Any]:
 
 
 def _checked_length(job: Job, out: Path, input_s: float, result: CallResult) -> float:
-    """The output's decoded length; ``TransientError(cut_stream)`` when it is clearly short of the input's."""
-    duration_out_s = output_duration_s(out, OUTPUT_FORMATS[job.output_format])
+    """The output's decoded length; ``TransientError(cut_stream)`` when it is clearly short of the input's, and
+    ``TransientError(wrong_format)`` when it does not decode as the requested format at all (the service's fault, not
+    the input's: retried, and what it billed stays in the attempt record)."""
+    try:
+        duration_out_s = output_duration_s(out, OUTPUT_FORMATS[job.output_format])
+    except InputError as error:
+        raise TransientError(f"the service answered 200 with a body that does not decode as {job.output_format}: "
+                             f"{error.message}", reason="wrong_format", status=200, request_id=result.request_id,
+                             response=ResponseInfo(200, dict(result.headers))) from None
     expected_s = expected_output_s(job, input_s)
     if duration_out_s < expected_s * SHORT_OUTPUT_RATIO - SHORT_OUTPUT_ALLOWANCE_S:
         raise TransientError(f"the audio stream was cut: {duration_out_s:.2f} s of audio for {expected_s:.2f} s "
@@ -234,11 +245,7 @@ def billed_credits(error: PipelineError) -> float:
     """What the response behind ``error`` says it billed (``character-cost``); 0 when it says nothing readable."""
     if error.response is None:
         return 0.0
-    try:
-        value = float(error.response.headers.get("character-cost", 0) or 0)
-    except ValueError:
-        return 0.0
-    return value if value > 0 else 0.0
+    return character_cost(error.response.headers) or 0.0
 
 
 def _finish(record: AttemptRecord, started: float, *, status: int | None, request_id: str | None, credits: float,
