@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     runs_uri: str = ""  # s3://bucket/prefix where runs keep their manifests; empty = s3://<first output bucket>/sts-runs
     queue: str = "sts"
     allow_evicting_broker: bool = False  # accept a Redis whose maxmemory-policy may drop queued jobs (see run/broker.py)
+    #: ask the account before spending (plan, submit, retry): voices, models, the tier's formats, credits left
+    preflight: bool = True
 
     # --- retries
     max_attempts: int = 6  # API attempts per job (or per segment), the first included

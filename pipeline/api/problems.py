@@ -352,6 +352,8 @@ RULES: tuple[Rule, ...] = (
          "the key is wrong: stop the run", _auth),
     Rule(401, "quota_exceeded", QuotaExceededError, Reason.QUOTA_EXCEEDED.value, _QUOTA,
          "the key is fine but the period's credits are spent: stop spending, defer the rest until the reset", _quota),
+    Rule(401, "insufficient_credits", QuotaExceededError, Reason.QUOTA_EXCEEDED.value, _QUOTA,
+         "the credits, not the key (402's code, seen on a 401)", _quota),
     Rule(401, "type:billing_error", QuotaExceededError, Reason.QUOTA_EXCEEDED.value, _QUOTA,
          "a billing error of another code: the credits, not the key", _quota),
     Rule(401, None, AuthError, http_reason(401), "failed; the whole run halts",

@@ -30,6 +30,10 @@ def check_account(settings: Settings, shards: Sequence[Shard], plan: Plan | Call
     ``plan`` may be a function that makes it: it is then called only when the credits left do not already cover
     every job at its longest allowed input (making a plan probes every input).
     """
+    if not settings.api_key_value():
+        console.print("no STS_API_KEY on this machine: the account was not checked before spending", soft_wrap=True,
+                      markup=False, highlight=False)
+        return None
     label_of = {shard.name: shard.label for shard in shards}
 
     def estimate(refused: set[tuple[str, int]]) -> float:
@@ -67,6 +71,8 @@ def gate_run(settings: Settings, storage: Storage, shards: list[Shard], *, conso
                allow_partial: bool, budget: float | None) -> tuple[list[Shard], float | None, list[dict[str, Any]]]:
     """Check the run against the account; return the shards without the lines it would refuse, the budget, and
     those lines (stored with the run, so ``reconcile`` reports them as invalid). Exits 1 when it refuses the run."""
+    if not settings.preflight:
+        return shards, budget, []
     account = check_account(settings, shards, lambda: make_plan(storage, shards, settings, concurrency=1),
                             console=console)
     if account is None:

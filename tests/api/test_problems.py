@@ -72,6 +72,8 @@ CASES: dict[str, Case] = {
     "401 quota_exceeded": Case(401, envelope("quota_exceeded", type_="billing_error"), QuotaExceededError,
                                "quota_exceeded", ("credits for this period are spent", "not a bad key",
                                                   "sts-pipeline retry"), state=JobState.DEFERRED),
+    "401 insufficient_credits": Case(401, envelope("insufficient_credits"), QuotaExceededError, "quota_exceeded",
+                                     ("credits for this period are spent",), state=JobState.DEFERRED),
     "401 billing_error": Case(401, envelope("credits_gone", type_="billing_error"), QuotaExceededError,
                               "quota_exceeded", ("credits for this period are spent",)),
     "401 other": Case(401, {"detail": "Unauthorized"}, AuthError, "http_401", ("refused the API key (401)",)),

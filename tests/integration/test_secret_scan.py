@@ -77,7 +77,7 @@ def scanned(stack: LocalStack, s3: Any, server: str, tmp_path_factory: pytest.Te
              for n, name in enumerate([*sources, "never-uploaded.wav"])]
     manifest = write_jsonl(tmp / "secret-scan.jsonl", lines)
     with lane(stack, STS_API_BASE_URL=server, STS_API_KEY=API_KEY, AWS_SECRET_ACCESS_KEY=AWS_SECRET,
-              STS_BACKOFF_BASE_S="0.1", STS_BACKOFF_MAX_S="0.5") as test_lane, \
+              STS_BACKOFF_BASE_S="0.1", STS_BACKOFF_MAX_S="0.5", STS_PREFLIGHT="0") as test_lane, \
             redis.Redis.from_url(stack.redis_url) as client:
         submitted = test_lane.cli("submit", str(manifest))
         run_id = submitted.stdout.strip()
