@@ -97,10 +97,12 @@ _SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     # vendor keys (sk_...) and AWS access key ids
     (re.compile(r"\bsk_[A-Za-z0-9]{16,}"), "***"),
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "***"),
-    # a long token after a word that names a secret: api_key=..., "token": "...", Authorization: Bearer ...
-    (re.compile(r"(?i)\b([\w-]*(?:api[_-]?key|access[_-]?key|secret|token|password|passwd|authorization|bearer|"
-                r"credentials?|signature)[\w-]*['\"]?\s*[:=]?\s*['\"]?(?:bearer\s+)?)"
+    # a long token given to a word that names a secret: api_key=..., "token": "...", Authorization: Bearer ...
+    # (the ':' or '=' is required, so a key such as s3://b/tokenizer-output-2024.pcm is left alone)
+    (re.compile(r"(?i)\b([\w-]*(?:api[_-]?key|access[_-]?key|secret|token|password|passwd|authorization|"
+                r"credentials?|signature)[\w-]*['\"]?\s*[:=]\s*['\"]?(?:bearer\s+)?)"
                 r"[A-Za-z0-9+/_.~-]{16,}=*"), r"\1***"),
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9+/_.~-]{16,}=*"), r"\1***"),
 )
 
 

@@ -49,6 +49,8 @@ def test_redact_removes_the_registered_key_and_key_shaped_values() -> None:
         f"try {other}": "try ***",
         "xi-api-key: anything-at-all": "xi-api-key: ***",
         "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl": "Authorization: Bearer ***",
+        "sent bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0": "sent bearer ***",
+        "https://x/feed?token=0123456789abcdefghij&page=2": "https://x/feed?token=***&page=2",
         '{"api_key": "0123456789abcdef0123"}': '{"api_key": "***"}',
         "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY": "AWS_SECRET_ACCESS_KEY=***",
         "key id AKIAIOSFODNN7EXAMPLE": "key id ***",
@@ -65,6 +67,7 @@ def test_redact_removes_the_registered_key_and_key_shaped_values() -> None:
     "the token bucket is empty", "job 0123456789abcdef01234567 failed",
     "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "voice_settings.stability: must be at most 1", "request-id 0123456789abcdef0123456789",
+    "input s3://b/tokenizer-output-2024-episode-01.pcm does not exist", "S3 answered 403 SignatureDoesNotMatch",
 ])
 def test_redact_leaves_ids_and_hashes_alone(text: str) -> None:
     assert redact(text) == text
