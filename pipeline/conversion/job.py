@@ -22,6 +22,7 @@ from pathlib import Path
 from pipeline.audio.container import wants_wav, wrap_wav
 from pipeline.audio.prepare import content_type_of, prepare
 from pipeline.audio.probe import check_limits, probe
+from pipeline.audio.master import master, target_for, with_mastering
 from pipeline.audio.quality import measure
 from pipeline.audio.tags import copy_tags
 from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expected_output_s
@@ -256,6 +257,7 @@ def _make(ctx: JobContext, job: Job, output: S3Uri, source: S3Uri, workdir: Path
         convert_with_retries(ctx.calls, job, prepared, converted, input_s=info.duration_s,
                              audio_content_type=content_type_of(prepared), attempts=attempts)
     timings["convert_s"] = time.monotonic() - mark
+    mastering = master(converted, output_format, target_for(job.master), workdir) if job.master else None
     if job.copy_tags:  # before measure and publish: the sha256 in provenance is the tagged file's
         speed = (job.voice_settings.speed if job.voice_settings else None) or 1.0
         copy_tags(raw, converted, codec=output_format.codec, speed=speed)
@@ -264,7 +266,8 @@ def _make(ctx: JobContext, job: Job, output: S3Uri, source: S3Uri, workdir: Path
     if wants_wav(output.key, output_format):  # the API's headerless samples, stored so that players open them
         converted, container = wrap_wav(converted, workdir / "output.wav", output_format), "wav"
     return Made(source=downloaded, input_sha256=input_sha, info=info, prepared=prepared, converted=converted,
-                output_format=output_format, quality=quality.to_dict(), duration_out_s=quality.duration_out_s,
+                output_format=output_format, quality=with_mastering(quality.to_dict(), mastering),
+                duration_out_s=quality.duration_out_s,
                 attempts=attempts, segments=segments, started=started, timings=timings, container=container)
 
 

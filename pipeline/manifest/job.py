@@ -47,6 +47,22 @@ class VoiceSettings(BaseModel):
         return value
 
 
+class MasterTarget(BaseModel):
+    """A loudness target for ``master``: integrated loudness (LUFS) and the true-peak ceiling (dBTP)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    lufs: float = Field(ge=-36.0, le=-6.0)
+    true_peak_db: float = Field(default=-1.0, ge=-9.0, le=0.0)
+
+    @field_validator("lufs", "true_peak_db", mode="before")
+    @classmethod
+    def _numbers_are_floats(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+
 class Job(BaseModel):
     """One manifest line, validated. Field names are the API's."""
 
@@ -70,6 +86,8 @@ class Job(BaseModel):
     overwrite: bool = False
     #: copy the source's tags, cover art and chapters onto the output (``manifest from-feed`` turns it on)
     copy_tags: bool = False
+    #: loudness mastering of the output: "podcast" (-16 LUFS stereo, -19 mono, -1 dBTP) or an explicit target
+    master: Literal["podcast"] | MasterTarget | None = None
 
     @field_validator("input")
     @classmethod
@@ -137,6 +155,8 @@ class Job(BaseModel):
                     "max_segment_seconds": self.max_segment_seconds}
         if self.copy_tags:  # only when set, so the ids of lines without it stay what they were
             identity["copy_tags"] = True
+        if self.master is not None:
+            identity["master"] = self.master if isinstance(self.master, str) else self.master.model_dump()
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
         return digest[:24]
 

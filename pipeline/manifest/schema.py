@@ -59,6 +59,12 @@ DESCRIPTIONS: dict[str, str] = {
     "copy_tags": "Copy the input's tags onto the output: title, artist, album, year, comments, cover art and "
                  "chapters (mp3: ID3 with CHAP/CTOC; opus: Vorbis comments and a picture), chapter times scaled by "
                  "voice_settings.speed. manifest from-feed sets it. Part of the job id when true.",
+    "master": "Loudness mastering of the output, measured and corrected after conversion and re-encoded once in "
+              "output_format, its duration kept exactly: \"podcast\" (-16 LUFS for stereo, -19 LUFS for mono, which "
+              "every output of the service is; true peak -1 dBTP) or {\"lufs\": L, \"true_peak_db\": P}. The "
+              "quality record keeps the loudness before and after. Part of the job id.",
+    "master.lufs": "Integrated loudness to reach, in LUFS (-36 to -6).",
+    "master.true_peak_db": "The true-peak ceiling, in dBTP (-9 to 0; default -1).",
     "voice_ids": "Instead of voice_id: several voices; the line becomes one job per voice (× seed). Name each "
                  "job's output with the placeholders {stem}, {id}, {voice_id}, {seed} and {ext} in output.",
     "seeds": "Instead of seed: several seeds; the line becomes one job per seed (× voice).",
@@ -76,6 +82,7 @@ def manifest_line_schema() -> dict[str, Any]:
     generated = Job.model_json_schema()
     properties = {name: _clean(spec, name) for name, spec in generated["properties"].items()}
     voice_settings = generated["$defs"]["VoiceSettings"]
+    master_target = generated["$defs"]["MasterTarget"]
     properties.update(_fanout_properties(properties))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -97,6 +104,14 @@ def manifest_line_schema() -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {name: _clean(spec, f"voice_settings.{name}")
                                for name, spec in voice_settings["properties"].items()},
+            },
+            "MasterTarget": {
+                "description": master_target["description"],
+                "type": "object",
+                "additionalProperties": False,
+                "required": master_target["required"],
+                "properties": {name: _clean(spec, f"master.{name}")
+                               for name, spec in master_target["properties"].items()},
             },
         },
     }

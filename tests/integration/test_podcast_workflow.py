@@ -74,12 +74,14 @@ def workflow(offline_sts: LocalStack, s3: Any, tmp_path_factory: pytest.TempPath
 
 
 def _extra_lines(lines: list[dict[str, Any]], bucket: str) -> list[dict[str, Any]]:
-    """More outputs of the first episode: opus with tags (later items of issue 18 add mastered ones)."""
+    """More outputs of the first episode: opus with tags, and the same mp3 mastered to -16 LUFS, -1 dBTP."""
     first = dict(lines[0])
     first.pop("id")
     opus = {**first, "output": f"s3://{bucket}/revoiced/first.opus", "output_format": "opus_48000_64",
             "metadata": {**first["metadata"], "guid": "extra:opus"}}
-    return [opus]
+    mastered = {**first, "output": f"s3://{bucket}/revoiced/first-mastered.mp3",
+                "master": {"lufs": -16, "true_peak_db": -1.0}, "metadata": {**first["metadata"], "guid": "extra:master"}}
+    return [opus, mastered]
 
 
 def _s3_sizes(s3: Any, bucket: str) -> dict[str, int]:
@@ -146,7 +148,7 @@ def test_every_output_keeps_title_cover_and_scaled_chapters(workflow: dict[str, 
     for line in [*workflow["lines"], *workflow["extra"]]:
         key = line["output"].removeprefix(f"s3://{bucket}/")
         local = _download(s3, bucket, key, tmp)
-        title = "Episode " + {"extra:opus": "one"}.get(line["metadata"]["guid"], line["metadata"]["guid"].split(":")[-1])
+        title = "Episode " + {"extra:opus": "one", "extra:master": "one"}.get(line["metadata"]["guid"], line["metadata"]["guid"].split(":")[-1])
         if key.endswith(".opus"):
             tags = OggOpus(local).tags
             assert tags["TITLE"] == [title]
@@ -163,3 +165,28 @@ def test_every_output_keeps_title_cover_and_scaled_chapters(workflow: dict[str, 
                 assert abs(chapter.start_time - start) <= 50 and abs(chapter.end_time - end) <= 50
         record = json.loads(s3.get_object(Bucket=bucket, Key=key + ".provenance.json")["Body"].read())
         assert record["output"]["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()  # of the tagged file
+
+
+def _samples(path: Path) -> int:
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-"], check=True,
+                         capture_output=True).stdout
+    return len(raw) // 2
+
+
+def test_the_mastered_output_meets_the_target_and_keeps_its_length(workflow: dict[str, Any], s3: Any) -> None:
+    import re
+
+    bucket, tmp = workflow["bucket"], workflow["tmp"]
+    mastered = _download(s3, bucket, "revoiced/first-mastered.mp3", tmp)
+    plain = _download(s3, bucket, workflow["lines"][0]["output"].removeprefix(f"s3://{bucket}/"), tmp)
+    meter = subprocess.run(["ffmpeg", "-nostats", "-hide_banner", "-i", str(mastered), "-af", "ebur128=peak=true",
+                            "-f", "null", "-"], capture_output=True, text=True, check=True).stderr
+    integrated = float(re.findall(r"I:\s+(-?[\d.]+) LUFS", meter)[-1])
+    true_peak = float(re.findall(r"Peak:\s+(-?[\d.]+) dBFS", meter)[-1])
+    assert abs(integrated + 16.0) <= 0.5 and true_peak <= -1.0, (integrated, true_peak)
+    assert _samples(mastered) == _samples(plain)
+    record = json.loads(s3.get_object(Bucket=bucket, Key="revoiced/first-mastered.mp3.provenance.json")["Body"].read())
+    mastering = record["quality"]["mastering"]
+    assert set(mastering["before"]) == set(mastering["after"]) == {"lufs", "true_peak_db", "lra"}
+    assert abs(mastering["after"]["lufs"] + 16.0) <= 0.5 and mastering["flags"] == []
+    assert mastering["before"]["lufs"] < -18.0  # the conversion left it quieter than the target

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.manifest.job import Job, VoiceSettings
+from pipeline.manifest.job import Job, MasterTarget, VoiceSettings
 from pipeline.manifest.load import load_manifest
 from pipeline.manifest.fanout import FANOUT_FIELDS
 from pipeline.manifest.schema import DESCRIPTIONS, manifest_line_schema, render_schema
@@ -32,7 +32,8 @@ def test_committed_schema_is_what_the_generator_produces() -> None:
 
 
 def test_every_field_has_a_description_and_no_description_is_stale() -> None:
-    fields = set(Job.model_fields) | {f"voice_settings.{name}" for name in VoiceSettings.model_fields}
+    fields = set(Job.model_fields) | {f"voice_settings.{name}" for name in VoiceSettings.model_fields} | \
+        {f"master.{name}" for name in MasterTarget.model_fields}
     assert set(DESCRIPTIONS) == fields | set(FANOUT_FIELDS)
     schema = manifest_line_schema()
     assert set(schema["properties"]) == set(Job.model_fields) | set(FANOUT_FIELDS)
@@ -70,3 +71,17 @@ def test_schema_rejects_what_the_model_rejects(line: dict[str, Any], validator: 
     assert not validator.is_valid(line)
     with pytest.raises(ValueError):
         Job.model_validate(line)
+
+
+def test_schema_and_loader_agree_on_master(validator: Draft202012Validator) -> None:
+    base = {"input": "s3://b-in/a.mp3", "voice_id": "BKkWQENix2VWeAv6YV5R", "copy_tags": True}
+    for master in ("podcast", {"lufs": -16, "true_peak_db": -1.0}, {"lufs": -16.5}):
+        line = {**base, "master": master}
+        assert not list(validator.iter_errors(line)) and Job.model_validate(line).master is not None
+    for master in ("loud", {"lufs": -3}, {"lufs": -16, "ceiling": -1}):
+        line = {**base, "master": master}
+        assert list(validator.iter_errors(line))
+        with pytest.raises(ValueError):
+            Job.model_validate(line)
+    plain = Job.model_validate(base)
+    assert plain.job_id("s3://o/p") != Job.model_validate({**base, "master": "podcast"}).job_id("s3://o/p")
