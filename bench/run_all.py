@@ -45,6 +45,7 @@ BENCHES = [
     Bench("control_plane", ["-m", "bench.bench_control_plane"], 420),
     Bench("long_rss", [str(BENCH_DIR / "bench_long.py")], 720, own_json=False),
     Bench("long_wall", ["-m", "bench.bench_long_wall"], 480),
+    Bench("dataset", ["-m", "bench.bench_dataset"], 600),
 ]
 
 

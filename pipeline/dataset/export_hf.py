@@ -55,6 +55,9 @@ def _feature(name: str, dtype: str | None) -> dict[str, Any]:
     return {"dtype": dtype, "_type": "Value"}
 
 
+#: dictionary encoding and statistics for the small columns only: audio bytes are all different (a dictionary of
+#: them only costs), and min/max statistics of audio would copy whole files into every row group's footer
+_DICTIONARY = [name for name, _, _ in _COLUMNS if not name.endswith("_audio")]
 HF_FEATURES: dict[str, Any] = {name: _feature(name, dtype) for name, _, dtype in _COLUMNS}
 SCHEMA = pa.schema([(name, kind) for name, kind, _ in _COLUMNS]).with_metadata(
     {"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
@@ -104,7 +107,8 @@ class HfWriter:
             return
         if self._writer is None:
             self._staged = self._sink.stage(SHARD_NAME.format(self._index))
-            self._writer = pq.ParquetWriter(self._staged, SCHEMA)
+            self._writer = pq.ParquetWriter(self._staged, SCHEMA, use_dictionary=_DICTIONARY,
+                                            write_statistics=_DICTIONARY)
         self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=SCHEMA))
         self._shard_bytes += self._buffered
         self._buffer, self._buffered = [], 0
