@@ -42,6 +42,23 @@ def _prefix(text: str, option: str) -> S3Uri:
     return S3Uri(checked.bucket, checked.key[:-2])
 
 
+def _master(text: str | None) -> Any:
+    """The line's ``master`` value, checked as a manifest line's would be (before anything is downloaded)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from pipeline.manifest.job import Job
+
+    if text is None:
+        return None
+    try:
+        value = text if text == "podcast" else json.loads(text)
+        TypeAdapter(Job.model_fields["master"].annotation).validate_python(value)
+    except (json.JSONDecodeError, ValidationError):
+        raise click.BadParameter('"podcast" or a JSON object such as {"lufs": -16, "true_peak_db": -1} '
+                                 "(lufs -36 to -6, true_peak_db -9 to 0)", param_hint="--master") from None
+    return value
+
+
 def _since(text: str | None) -> datetime | None:
     if text is None:
         return None
@@ -66,11 +83,13 @@ def _since(text: str | None) -> datetime | None:
               help="Directory the manifest is written to (feed.jsonl).")
 @click.option("--max-pages", type=click.IntRange(min=1, max=1000), default=50, show_default=True,
               help="Pages of a paged feed (rel=\"next\") read at most.")
+@click.option("--master", "master", default=None, metavar='podcast|JSON',
+              help='Loudness mastering for every line: "podcast" or {"lufs": -16, "true_peak_db": -1}.')
 @click.option("--allow-loopback", is_flag=True, help="Fetch from this machine's addresses too (a feed served locally).")
 @click.option("--allow-private", is_flag=True, help="Fetch from private network addresses too (an intranet feed).")
 def from_feed(feed: str, voice_id: str, model_id: str | None, voice_settings: str | None, input_prefix: str,
               output_prefix: str, output_format: str, limit: int | None, since: str | None, out_dir: Path,
-              max_pages: int, allow_loopback: bool, allow_private: bool) -> None:
+              max_pages: int, master: str | None, allow_loopback: bool, allow_private: bool) -> None:
     """Read FEED (an http(s) URL or a file), store its episodes in S3, write a manifest of them (feed.jsonl).
 
     Exits 1 if any item was skipped, else 0.
@@ -84,7 +103,7 @@ def from_feed(feed: str, voice_id: str, model_id: str | None, voice_settings: st
     from pipeline.formats import DEFAULT_MODEL_ID
     from pipeline.storage.s3 import Storage
 
-    settings_json, when = _voice_settings(voice_settings), _since(since)
+    settings_json, when, mastering = _voice_settings(voice_settings), _since(since), _master(master)
     inputs, _outputs = _prefix(input_prefix, "--input-prefix"), _prefix(output_prefix, "--output-prefix")
     settings = get_settings()
     limits = FetchLimits(max_bytes=settings.max_input_bytes,
@@ -94,7 +113,7 @@ def from_feed(feed: str, voice_id: str, model_id: str | None, voice_settings: st
         click.echo(f"feed: {problem}", err=True)
     options = LineOptions(voice_id=voice_id, model_id=model_id or DEFAULT_MODEL_ID,
                           output_prefix=output_prefix.rstrip("/"), output_format=output_format,
-                          voice_settings=settings_json, feed_url=feed)
+                          voice_settings=settings_json, feed_url=feed, master=mastering)
     catalog = build_catalog(Storage.from_settings(settings), select(parsed.episodes, since=when, limit=limit),
                             inputs, options, limits=limits, progress=lambda line: click.echo(line, err=True))
     for line in catalog.skipped:

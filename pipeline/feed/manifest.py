@@ -30,7 +30,7 @@ class LineOptions:
     output_format: str
     voice_settings: Mapping[str, Any] | None = None
     feed_url: str = ""
-    master: str | None = None
+    master: str | Mapping[str, Any] | None = None  # as a manifest line spells it
 
 
 def manifest_id(guid: str) -> str:
@@ -68,7 +68,7 @@ def line_for(fetched: Fetched, options: LineOptions) -> dict[str, Any]:
     if options.voice_settings:
         line["voice_settings"] = dict(options.voice_settings)
     if options.master:
-        line["master"] = options.master
+        line["master"] = options.master if isinstance(options.master, str) else dict(options.master)
     Job.model_validate(json.loads(json.dumps(line)))
     return line
 

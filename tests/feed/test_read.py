@@ -101,3 +101,16 @@ def test_since_and_limit(tmp_path: Path) -> None:
     episodes = read_feed(str(path)).episodes
     assert [e.guid for e in select(episodes, since=datetime(2024, 1, 2, tzinfo=UTC), limit=None)] == ["guid-2", "guid-3"]
     assert [e.guid for e in select(episodes, since=None, limit=1)] == ["guid-1"]
+
+
+def test_master_reaches_the_line_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "feed.xml"
+    path.write_text(rss("https://example.com/", ITEMS))
+    episode = read_feed(str(path)).episodes[0]
+    fetched = Fetched(episode, episode_key(S3Uri("in-bucket", "episodes"), episode), 1000, True)
+    options = {"voice_id": "BKkWQENix2VWeAv6YV5R", "model_id": "eleven_multilingual_sts_v2",
+               "output_prefix": "s3://out/revoiced", "output_format": "mp3_44100_128"}
+    assert line_for(fetched, LineOptions(**options, master="podcast"))["master"] == "podcast"
+    assert line_for(fetched, LineOptions(**options, master={"lufs": -16}))["master"] == {"lufs": -16}
+    with pytest.raises(ValueError):
+        line_for(fetched, LineOptions(**options, master={"lufs": 3}))
