@@ -46,13 +46,14 @@ def _master(text: str | None) -> Any:
     """The line's ``master`` value, checked as a manifest line's would be (before anything is downloaded)."""
     from pydantic import TypeAdapter, ValidationError
 
-    from pipeline.manifest.job import Job
+    from pipeline.manifest.job import MasterTarget
 
     if text is None:
         return None
     try:
         value = text if text == "podcast" else json.loads(text)
-        TypeAdapter(Job.model_fields["master"].annotation).validate_python(value)
+        if value != "podcast":
+            TypeAdapter(MasterTarget).validate_python(value)
     except (json.JSONDecodeError, ValidationError):
         raise click.BadParameter('"podcast" or a JSON object such as {"lufs": -16, "true_peak_db": -1} '
                                  "(lufs -36 to -6, true_peak_db -9 to 0)", param_hint="--master") from None
