@@ -9,6 +9,7 @@ The packages follow the data path, and dependencies point one way (``tests/test_
     api/          the vendor's service: HTTP client, shared limiter, backoff
     storage/      S3, the ledger: objects, provenance and failure records, listing scans, an in-memory double
     report/       what S3 alone says about a run, and its renderings (never Redis)
+    dataset/      nightly datasets: an S3 folder of clips into fan-out shards, a run into HF/WebDataset/NeMo exports
     cli/          one module per command;  local/  services for the demo and tests;  offline/  the stand-in server
 
 Leaves that every stage may use: ``config``, ``errors`` (the exception tree), ``reasons`` (failure codes),
