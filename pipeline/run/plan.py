@@ -159,6 +159,18 @@ def _history(storage: Storage, committed: list[str]) -> tuple[float, float, int]
     return credits / audio_s, api_s / audio_s, read
 
 
+def _probed(entry: ManifestEntry, found: Probed | str) -> tuple[ManifestEntry, Probed | None, str | None]:
+    if isinstance(found, str):
+        return entry, None, f"line {entry.line}: {entry.job.input}: {found}"
+    return entry, found, None
+
+
+def _once(notes: list[str], note: str) -> None:
+    """Add a note unless it is there already (every combination of a fanned-out line shares its input's note)."""
+    if not notes or notes[-1] != note:
+        notes.append(note)
+
+
 def make_plan(storage: Storage, shards: Sequence[Shard], settings: Settings, *, concurrency: int) -> Plan:
     """Plan the valid entries of ``shards`` without converting anything."""
     entries = [e for shard in shards for e in shard.entries]
@@ -170,14 +182,17 @@ def make_plan(storage: Storage, shards: Sequence[Shard], settings: Settings, *, 
     basis = f"history ({learned[2]} jobs)" if learned else "configured"
     todo = [e for e in entries if not presence[e.output].provenance]
 
-    def probe_line(entry: ManifestEntry) -> tuple[ManifestEntry, Probed | None, str | None]:
+    def probe_once(uri: str) -> Probed | str:
         try:
-            return entry, probe_input(storage, entry.job.input), None
+            return probe_input(storage, uri)
         except Exception as error:  # noqa: BLE001 — a probe failure is reported per line, never fatal
-            return entry, None, f"line {entry.line}: {entry.job.input}: {error}"
+            return str(error)
 
+    # each input is probed once, however many voices × seeds a fanned-out line renders it in (each is billed)
+    inputs = list(dict.fromkeys(entry.job.input for entry in todo))
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-        probed = list(pool.map(probe_line, todo))
+        by_input = dict(zip(inputs, pool.map(probe_once, inputs)))
+    probed = [_probed(entry, by_input[entry.job.input]) for entry in todo]
     plans = {shard.name: ShardPlan(shard.name, jobs=len(shard.entries)) for shard in shards}
     for entry in entries:
         if presence[entry.output].provenance:
@@ -186,15 +201,15 @@ def make_plan(storage: Storage, shards: Sequence[Shard], settings: Settings, *, 
         shard_plan = plans[entry.shard]
         shard_plan.to_run += 1
         if found is None:
-            shard_plan.unprobed.append(problem or "unknown")
+            _once(shard_plan.unprobed, problem or "unknown")
             continue
         if found.estimated:
-            shard_plan.estimated.append(f"line {entry.line}: {entry.job.input}: {found.how}")
+            _once(shard_plan.estimated, f"line {entry.line}: {entry.job.input}: {found.how}")
         seconds = found.seconds
         shard_plan.audio_seconds += seconds
         credits = seconds * (learned_rate or settings.credits_rate(entry.job.model_id))
         shard_plan.estimated_credits += credits
-        shard_plan.credits_by_line[entry.line] = credits
+        shard_plan.credits_by_line[entry.line] = shard_plan.credits_by_line.get(entry.line, 0.0) + credits
         shard_plan.estimated_seconds += DEFAULT_API_FIXED_S + seconds * api_s_per_s
     cap = max(1, concurrency)
     for shard_plan in plans.values():

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from jsonschema import Draft202012Validator
 
 from pipeline.config import Settings
@@ -144,3 +145,6 @@ def test_plan_counts_every_combination_and_bills_each_input_per_voice_and_seed()
     plan = make_plan(storage, [shard], Settings(), concurrency=2)
     assert (plan.jobs, plan.skipped, plan.to_run) == (24, 1, 23)
     assert plan.audio_seconds == 23.0
+    rate = plan.credits_per_second  # learned from the one committed job
+    credits = plan.shards[0].credits_by_line
+    assert credits[1] == pytest.approx(7 * rate) and credits[2] == pytest.approx(8 * rate)  # per voice × seed
