@@ -272,7 +272,8 @@ def _result(shard: Shard, entry: ManifestEntry, seen: OutputPresence,
     output = S3Uri.parse(entry.output)
     provenance = records.get(str(provenance_uri(output)))
     failure = None if seen.provenance else records.get(str(failure_uri(output)))
-    return classify(entry, where=f"{shard.label}:{entry.line}", output_exists=seen.output,
+    where = f"{shard.label}:{entry.line}" + (f" ({entry.variant})" if entry.variant else "")  # which combination
+    return classify(entry, where=where, output_exists=seen.output,
                     committed=seen.provenance or provenance is not None, provenance=provenance, failure=failure)
 
 

@@ -127,6 +127,7 @@ def test_retry_of_one_failed_combination_writes_only_that_combination() -> None:
     shard = _shard(_clips(1))
     report = reconcile(memory_storage("in-bucket", "out-bucket"), [shard], fetch_records=False)
     [missing] = [r for r in report.results if r.entry.job.voice_id == VOICES[2] and r.entry.job.seed == 2]
+    assert missing.where == f"night.jsonl:1 (voice_id={VOICES[2]}, seed=2)"  # the report names the combination
     data = retry_manifest_bytes([missing])["night.jsonl"]
     [line] = [json.loads(text) for text in data.decode().splitlines()]
     assert "voice_ids" not in line and "seeds" not in line and line["voice_id"] == VOICES[2] and line["seed"] == 2
