@@ -42,7 +42,7 @@ OTHER = f"hostile-other-{TAG}"  # exists and holds a good input, but is in neith
 GONE, VOID = f"hostile-gone-{TAG}", f"hostile-void-{TAG}"  # allowed (input, output) but never created
 RIGHT_KEY = f"right-key-{TAG}"
 UNKNOWN_VOICE = "Zq9XvT4mWcR2LpB7sNa0"  # shaped like a voice id; the server has no such voice
-SERVER_MAX_INPUT_S = 4  # the offline server answers 422 above this
+SERVER_MAX_INPUT_S = 4  # the offline server answers 400 audio_too_long above this (the vendor's contract)
 MAX_INPUT_BYTES = 1_000_000  # the worker's STS_MAX_INPUT_BYTES
 MAX_INPUT_S = 3600  # the worker's STS_MAX_INPUT_SECONDS
 #: the workers' own checks are what this module tests, so submit does not ask the account first (the preflight, which
@@ -69,8 +69,9 @@ REFUSED = (
 #: lines that look hostile but are fine: converted
 CONVERTED = ("good_wav", "good_mp3", "six_channels", "mp3_named_wav", "wav_declared_raw_pcm",
              "unicode_key_with_spaces")
-#: lines that reach the server: everything converted, plus the 422 and the 404 (a missing output bucket is found first)
-REQUESTS = {"200": len(CONVERTED), "404": 1, "422": 1}
+#: lines that reach the server: everything converted, plus the too-long one (400) and the 404 (a missing output
+#: bucket is found first)
+REQUESTS = {"200": len(CONVERTED), "400": 1, "404": 1}
 WRONG_KEY_JOBS = 30
 WRONG_KEY_INPUT = "in/wrong-key-clip.wav"
 MP3_FRAME_SYNC = b"\xff\xf3"  # the first bytes of an MPEG-2 layer III frame header without CRC
@@ -183,7 +184,7 @@ def _get_json(s3: Any, uri: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """This module's offline server: it accepts only RIGHT_KEY and answers 422 above SERVER_MAX_INPUT_S."""
+    """This module's offline server: it accepts only RIGHT_KEY and answers 400 audio_too_long above SERVER_MAX_INPUT_S."""
     with LocalStack(workdir=tmp_path_factory.mktemp("hostile-sts")) as own:
         own.start_sts("--api-key", RIGHT_KEY, "--max-input-seconds", str(SERVER_MAX_INPUT_S))
         yield own.sts_url
@@ -292,14 +293,15 @@ def test_a_missing_output_bucket_fails_the_job_before_spending(hostile: HostileR
 
 
 # --- refused by the API
-def test_a_422_is_rejected_after_one_request(hostile: HostileRun, s3: Any) -> None:
+def test_audio_too_long_for_the_api_is_rejected_after_one_request(hostile: HostileRun, s3: Any) -> None:
+    # the vendor files a too-long input as 400 audio_too_long (not 422): rejected, never retried, the limit named
     assert hostile.states["rejected_by_the_api"] == "rejected"
     record = hostile.record(s3, "rejected_by_the_api", ".failure.json")
     assert record["status"] == "rejected"
-    assert record["error"]["reason"] == "rejected" and record["error"]["status"] == 422
-    assert "the service rejected the request (422): body.audio" in record["error"]["message"]
-    assert record["error"]["detail"][0]["loc"] == ["body", "audio"]
-    assert [a["status"] for a in record["attempts"]] == [422]
+    assert record["error"]["reason"] == "audio_too_long" and record["error"]["status"] == 400
+    assert "refused the input as too long (400 audio_too_long)" in record["error"]["message"]
+    assert record["error"]["detail"]["param"] == "audio"
+    assert [a["status"] for a in record["attempts"]] == [400]
 
 
 def test_an_unknown_voice_fails_with_http_404_after_one_request(hostile: HostileRun, s3: Any) -> None:

@@ -38,6 +38,7 @@ def _rms(x: np.ndarray, centre: int, half: int) -> float:
     return float(np.sqrt(np.mean(window.astype(np.float64) ** 2))) if len(window) else 0.0
 
 
+@pytest.mark.timeout(720)  # a 20-minute input converted twice over, on a shared 2-core machine
 def test_a_long_recording_is_segmented_resumed_and_stitched(stack: LocalStack, s3, bucket: str, tmp_path: Path,
                                                             sts: str) -> None:
     source = write_speech_like(tmp_path / "episode.wav", MINUTES * 60, RATE, seed=11)
@@ -63,6 +64,10 @@ def test_a_long_recording_is_segmented_resumed_and_stitched(stack: LocalStack, s
         while not s3.list_objects_v2(Bucket=bucket, Prefix="out/episode.pcm.provenance.json").get("KeyCount"):
             assert time.monotonic() < deadline, "the resumed job never committed"
             time.sleep(1.0)
+        deadline = time.monotonic() + 30  # while the worker still runs: it removes them right after the commit
+        while _checkpoints(s3, bucket):
+            assert time.monotonic() < deadline, "segment checkpoints were left behind after the commit"
+            time.sleep(0.5)
 
     record = json.loads(s3.get_object(Bucket=bucket, Key="out/episode.pcm.provenance.json")["Body"].read())
     segments = record["segments"]
@@ -70,10 +75,6 @@ def test_a_long_recording_is_segmented_resumed_and_stitched(stack: LocalStack, s
     resumed = [s for s in segments if s["source"] == "checkpoint"]
     assert len(resumed) == done_before_kill
     assert sts_stats(sts)["successes"] == len(segments) - done_before_kill
-    deadline = time.monotonic() + 30
-    while _checkpoints(s3, bucket):  # removed right after the commit
-        assert time.monotonic() < deadline, "segment checkpoints were left behind after the commit"
-        time.sleep(0.5)
 
     original, _ = sf.read(source, dtype="float32")
     local = tmp_path / "episode.pcm"

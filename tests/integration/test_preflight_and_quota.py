@@ -108,15 +108,16 @@ def test_a_quota_spent_mid_run_defers_the_rest_and_retry_finishes_it(starter: Lo
         first = test_lane.cli("submit", str(manifest), "--allow-partial", "--wait", "--timeout", "200",
                               timeout_s=260)
         run_id = first.stdout.strip().splitlines()[-1]
-        report = json.loads(test_lane.cli("reconcile", "--run", run_id, "--json").stdout)
+        runs = ("--runs-uri", f"s3://{OUT}/sts-runs")
+        report = json.loads(test_lane.cli("reconcile", "--run", run_id, *runs, "--json").stdout)
         counts = report["totals"]
         succeeded = counts["succeeded"]
         assert counts["failed"] == 0 and counts["rejected"] == 0
         assert succeeded + counts["deferred"] == 12 and 1 <= succeeded < 12
         assert {g["reason"] for g in report["deferred"]} <= {"quota_exceeded", "budget"}
         httpx.put(f"{starter.sts_url}/_admin/account", json={"credits_limit": 10_000}, timeout=5)
-        again = test_lane.cli("retry", "--run", run_id, "--wait", "--timeout", "200", timeout_s=260)
+        again = test_lane.cli("retry", "--run", run_id, *runs, "--wait", "--timeout", "200", timeout_s=260)
         assert again.returncode == 0, again.stderr[-2000:]
-        final = json.loads(test_lane.cli("reconcile", "--run", run_id, "--json").stdout)
+        final = json.loads(test_lane.cli("reconcile", "--run", run_id, *runs, "--json").stdout)
     assert final["totals"]["succeeded"] == 12
     assert sts_stats(starter.sts_url)["successes"] == 12  # every job paid once

@@ -63,7 +63,7 @@ def test_a_hundred_jobs_through_faults_all_succeed_under_one_cap(stack: LocalSta
     assert retried >= 10
 
 
-def test_a_422_is_tried_once_and_recorded_as_rejected(stack: LocalStack, s3, bucket: str, tmp_path: Path,
+def test_a_rejection_is_tried_once_and_recorded_as_rejected(stack: LocalStack, s3, bucket: str, tmp_path: Path,
                                                       faulty: str) -> None:
     long_input = write_input(tmp_path / "long.wav", 6.0)
     s3.upload_file(str(long_input), bucket, "in/long.wav")
@@ -83,7 +83,7 @@ def test_a_422_is_tried_once_and_recorded_as_rejected(stack: LocalStack, s3, buc
     assert "rejected" in result.stderr
     record = json.loads(s3.get_object(Bucket=bucket, Key="out/long.pcm.failure.json")["Body"].read())
     assert record["status"] == "rejected"
-    assert record["error"]["status"] == 422
-    assert record["error"]["detail"][0]["loc"] == ["body", "audio"]
+    assert record["error"]["status"] == 400 and record["error"]["reason"] == "audio_too_long"
+    assert record["error"]["detail"]["param"] == "audio"
     assert len(record["attempts"]) == 1
     assert s3.list_objects_v2(Bucket=bucket, Prefix="out/long.pcm.provenance").get("KeyCount") == 0

@@ -56,7 +56,7 @@ class ScannedRun:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Accepts only API_KEY, answers 422 above 3 s, and fails its 1st, 2nd and 4th admitted requests with a 500."""
+    """Accepts only API_KEY, answers 400 audio_too_long above 3 s, and fails its 1st, 2nd and 4th admitted requests with a 500."""
     with LocalStack(workdir=tmp_path_factory.mktemp("secret-sts")) as own:
         own.start_sts("--api-key", API_KEY, "--max-input-seconds", str(SERVER_MAX_INPUT_S), "--rate-500", "0.3",
                       "--fault-seed", "1")
@@ -99,7 +99,7 @@ def _client_error_texts(server: str, tmp: Path) -> dict[str, str]:
     clip = write_input(tmp / "clip.wav", 1.0)
     too_long = write_input(tmp / "too-long.wav", SERVER_MAX_INPUT_S + 1.0)
     job = Job(input="s3://any-bucket/clip.wav", voice_id=VOICES[0], output_format="pcm_16000")
-    cases = {"401": (server, WRONG_KEY, clip), "422": (server, API_KEY, too_long),
+    cases = {"401": (server, WRONG_KEY, clip), "too long": (server, API_KEY, too_long),
              "network": (f"http://127.0.0.1:{free_port()}", API_KEY, clip)}
     texts: dict[str, str] = {}
     for name, (base_url, key, audio) in cases.items():
@@ -140,7 +140,7 @@ def test_no_secret_in_redis_s3_logs_or_cli_output(scanned: ScannedRun, stack: Lo
 def test_no_secret_in_the_client_errors(server: str, tmp_path: Path) -> None:
     texts = _client_error_texts(server, tmp_path)
     assert "refused the API key (401)" in texts["401"]
-    assert "rejected the request (422)" in texts["422"]
+    assert "refused the input as too long (400 audio_too_long)" in texts["too long"]
     assert "connection to the service failed" in texts["network"]
     hits = SecretScanner(SECRETS).scan_texts(texts)
     assert not hits, [str(hit) for hit in hits]
