@@ -88,3 +88,28 @@ def test_paged_feed_is_followed_and_bounded(tmp_path: Path) -> None:
     assert [e.guid for e in bounded.episodes] == ["g0", "g1"] and bounded.problems
 
 
+
+
+def test_an_enclosure_over_the_size_bound_is_skipped_and_nothing_is_stored(stack: LocalStack, s3: Any, bucket: str,
+                                                                          tmp_path: Path) -> None:
+    from pipeline.feed.catalog import build_catalog
+    from pipeline.feed.fetch import FetchLimits
+    from pipeline.feed.manifest import LineOptions
+    from pipeline.s3uri import S3Uri
+    from pipeline.storage.s3 import Storage
+
+    (tmp_path / "big.mp3").write_bytes(b"\xff\xfb" + b"\x00" * 300_000)
+    (tmp_path / "page.html").write_text("<html>login</html>")
+    with serve(tmp_path) as (base, _hits):
+        (tmp_path / "feed.xml").write_text(rss(base, [("g-big", "Big", f"{base}/big.mp3", 0, "audio/mpeg"),
+                                                      ("g-html", "Html", f"{base}/page.html", 0, "audio/mpeg")]))
+        feed = read_feed(f"{base}/feed.xml", policy=net.LOOPBACK_ALLOWED)
+        with stack.applied():
+            storage = Storage(s3)
+            catalog = build_catalog(storage, feed.episodes, S3Uri(bucket, "episodes"),
+                                    LineOptions(VOICE, "eleven_multilingual_sts_v2", f"s3://{bucket}/out",
+                                                "mp3_44100_128"),
+                                    limits=FetchLimits(max_bytes=100_000, policy=net.LOOPBACK_ALLOWED))
+    assert catalog.lines == [] and len(catalog.skipped) == 2
+    assert "size bound" in catalog.skipped[0] and "served text/html" in catalog.skipped[1]
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
