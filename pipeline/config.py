@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     restore_interval_s: float = 5.0
     max_deliveries: int = 4
     task_time_limit_s: float = 6 * 3600.0
+    # --- operations (see pipeline/ops): a worker's /metrics port (None: not served) and its probe file
+    metrics_port: int | None = None
+    heartbeat_file: str = ""  # touched on every heartbeat; Kubernetes probes read its age (empty: none)
     # a job's claim (one delivery converts it at a time) lapses this long after its worker died; None: half the
     # visibility timeout, so a dead worker's claim is gone before its job is delivered again
     claim_ttl_s: float | None = None

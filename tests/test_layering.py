@@ -21,13 +21,14 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"manifest"},
     "report": {"manifest", "storage"},
     "run": {"manifest", "storage", "audio", "api", "report"},
-    "conversion": {"manifest", "storage", "audio", "api", "run"},
+    "ops": {"api", "run"},
+    "conversion": {"manifest", "storage", "audio", "api", "run", "ops"},
     "local": {"manifest", "storage", "audio", "api", "run", "report", "conversion"},
     "feed": {"manifest", "storage", "audio", "run", "report"},
     "dataset": {"manifest", "storage", "audio", "run", "report"},
     "cli": {"manifest", "storage", "audio", "api", "run", "report", "conversion", "local", "offline", "workers",
-            "feed", "dataset"},
-    "workers": {"conversion", "run", "api", "storage"},
+            "feed", "dataset", "ops"},
+    "workers": {"conversion", "run", "api", "storage", "ops"},
 }
 #: third-party packages a part must never load (report works after Redis is gone; offline is not the client)
 FORBIDDEN_THIRD_PARTY = {"report": {"redis", "celery"}, "manifest": {"redis", "celery", "httpx", "numpy"}}

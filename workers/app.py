@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         accept_content=["json"],
         worker_hijack_root_logger=True,
         sts_heartbeat_interval_s=settings.heartbeat_interval_s,
+        sts_heartbeat_file=settings.heartbeat_file,  # touched by the heartbeat for probes (pipeline.ops.alive)
     )
     app.steps["consumer"].add(VisibilityHeartbeat)
     return app

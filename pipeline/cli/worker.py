@@ -1,4 +1,8 @@
-"""``sts-pipeline worker``: a Celery worker configured for at-least-once delivery (see workers/app.py)."""
+"""``sts-pipeline worker``: a Celery worker configured for at-least-once delivery (see workers/app.py).
+
+With ``--metrics-port`` (``STS_METRICS_PORT``) the worker's main process serves Prometheus ``/metrics`` for all its
+pool processes (``pipeline.ops.serve``); it is set up before the pool forks, so every child writes where it is read.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,22 @@ from pipeline.cli._base import main
 @click.option("-c", "--concurrency", type=int, default=2, show_default=True, help="Worker processes (prefork).")
 @click.option("--hostname", default=None, help="Celery node name, e.g. worker1@%h.")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(concurrency: int, hostname: str | None, loglevel: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus /metrics on this port [default: STS_METRICS_PORT, else not served].")
+def worker(concurrency: int, hostname: str | None, loglevel: str, metrics_port: int | None) -> None:
     """Run a worker that converts jobs from the queue."""
     from pipeline.config import get_settings
     from pipeline.run.broker import check_broker
+
+    settings = get_settings()
+    check_broker(settings)
+    port = metrics_port or settings.metrics_port
+    if port:
+        from pipeline.ops.serve import serve_worker_metrics
+
+        serve_worker_metrics(port)
     from workers.app import create_app
 
-    check_broker(get_settings())
     app = create_app()
     argv = ["worker", "-P", "prefork", "-c", str(concurrency), "-Q", app.conf.task_default_queue,
             "--loglevel", loglevel, "--without-gossip", "--without-mingle"]

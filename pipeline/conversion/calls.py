@@ -38,6 +38,7 @@ from pipeline.errors import (
 )
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.manifest.job import Job
+from pipeline.ops import metrics
 from pipeline.run.budget import Budget, Reservation
 from pipeline.run.quota import QuotaGate
 from pipeline.run.state import RunState
@@ -122,7 +123,9 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
             _finish(record, started, status=200, request_id=result.request_id, credits=result.character_cost or 0.0,
                     bytes_written=result.bytes_written)
             records.append(record)
-            return Conversion(_checked_length(job, out, input_s, result), result.request_id)
+            conversion = Conversion(_checked_length(job, out, input_s, result), result.request_id)
+            metrics.record_attempt(record, audio_s=input_s)
+            return conversion
         except SlotUnavailableError:
             raise  # no request was made: nothing to record, the job goes back to the queue
         except PipelineError as error:
@@ -131,6 +134,7 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
             else:
                 _fail_attempt(record, started, error)
                 records.append(record)
+            metrics.record_attempt(record, kind=getattr(error, "kind", None))
             _tell_the_run(ctx, job, error)
             if not isinstance(error, TransientError) or n == settings.max_attempts:
                 raise

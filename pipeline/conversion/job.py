@@ -44,6 +44,7 @@ from pipeline.errors import (
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.manifest.job import Job
 from pipeline.manifest.keys import output_key_problems
+from pipeline.ops import metrics
 from pipeline.reasons import Reason
 from pipeline.s3uri import S3Uri
 from pipeline._redis import best_effort
@@ -129,6 +130,7 @@ def _run(ctx: JobContext, job: Job, output: S3Uri) -> JobState:
     message = ctx.message
     guard = DeliveryGuard(ctx.redis, message.job_id)
     deliveries = guard.begin()
+    metrics.job_started(message.queued_at)
     attempts: list[AttemptRecord] = []
     try:
         try:
@@ -171,6 +173,7 @@ def _fail(ctx: JobContext, job: Job, output: S3Uri, error: PipelineError, attemp
                       unwritable.message)
     log.warning("job %s (%s:%d) %s: %s", message.job_id, message.shard, message.line, record.state.value,
                 error.message)
+    metrics.job_finished(record.state.value, error.reason)
     return record.state
 
 
@@ -210,6 +213,7 @@ def _convert(ctx: JobContext, job: Job, output: S3Uri, attempts: list[AttemptRec
                                    output_sha=output_sha, worker=worker))
     if made.segments is not None:
         delete_work(ctx.storage, output)
+    metrics.job_finished(JobState.SUCCEEDED.value)
     return JobState.SUCCEEDED
 
 
