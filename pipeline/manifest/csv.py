@@ -69,10 +69,18 @@ def _to_object(cell: str) -> dict[str, Any]:
     return value
 
 
+def _text_or_object(cell: str) -> Any:
+    """A field that takes a word or an object (``master``: ``podcast`` or ``{"lufs": -16}``)."""
+    return _to_object(cell) if cell.lstrip().startswith("{") else cell
+
+
 def _converter(annotation: Any) -> Callable[[str], Any] | None:
     """How a cell becomes a value of this field type; ``None`` = keep the text."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+        options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(options) > 1 and any(isinstance(arg, type) and issubclass(arg, BaseModel) for arg in options):
+            return _text_or_object
+        annotation = options[0]
     if annotation is bool:
         return _to_bool
     if annotation is int:
