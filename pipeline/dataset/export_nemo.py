@@ -26,10 +26,8 @@ class NemoWriter:
     def __init__(self, sink: Sink, *, first_shard: int = 0) -> None:
         self._sink = sink
         self._staged: Path = sink.stage(MANIFEST)
-        self._out: IO[str] = self._staged.open("w", encoding="utf-8")
-        existing = sink.read_text(MANIFEST) if first_shard else None
-        if existing:
-            self._out.write(existing if existing.endswith("\n") else existing + "\n")
+        appending = bool(first_shard) and sink.fetch(MANIFEST, self._staged)  # the lines already exported, copied
+        self._out: IO[str] = self._staged.open("a" if appending else "w", encoding="utf-8")
         self.written: list[str] = []
 
     def add(self, row: ExportRow) -> None:

@@ -63,6 +63,19 @@ class Sink:
             return None
         return self._storage.get_bytes(self._uri(name)).decode("utf-8")
 
+    def fetch(self, name: str, dest: Path) -> bool:
+        """Copy the file to ``dest`` (streamed, never held whole); ``False`` when the export has no such file."""
+        if self._prefix is None or self._storage is None:
+            assert self._root is not None
+            if not (self._root / name).exists():
+                return False
+            shutil.copyfile(self._root / name, dest)
+            return True
+        if self._storage.head(self._uri(name)) is None:
+            return False
+        self._storage.download(self._uri(name), dest)
+        return True
+
     def close(self) -> None:
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)

@@ -171,3 +171,14 @@ def test_the_export_command(storage: Storage, tmp_path: Path, monkeypatch: pytes
                                        str(tmp_path / "n"), "--runs-uri", "s3://out-bucket/sts-runs"])
     assert result.exit_code == 0, result.output
     assert "2 rows in 1 file(s)" in result.output and (tmp_path / "n" / "manifest.jsonl").exists()
+
+
+def test_a_nemo_append_keeps_the_earlier_lines_and_adds_the_new(storage: Storage, tmp_path: Path) -> None:
+    _night(storage, "night-1", range(2))
+    _export(storage, "night-1", "nemo", tmp_path / "nemo")
+    before = (tmp_path / "nemo" / "manifest.jsonl").read_text()
+    _night(storage, "night-2", range(3))
+    second = _export(storage, "night-2", "nemo", tmp_path / "nemo", append=True)
+    after = (tmp_path / "nemo" / "manifest.jsonl").read_text()
+    assert second.rows == 2 and after.startswith(before) and len(after.splitlines()) == 6
+    assert all((tmp_path / "nemo" / json.loads(line)["target_filepath"]).exists() for line in after.splitlines())
