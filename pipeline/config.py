@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # --- operations (see pipeline/ops): a worker's /metrics port (None: not served) and its probe file
     metrics_port: int | None = None
     heartbeat_file: str = ""  # touched on every heartbeat; Kubernetes probes read its age (empty: none)
+    #: on a cold shutdown (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT) running jobs get this long before they are
+    #: cancelled and handed back; Kubernetes sets it above the longest request's deadline (deploy/kubernetes)
+    soft_shutdown_timeout_s: float = 10.0
     # a job's claim (one delivery converts it at a time) lapses this long after its worker died; None: half the
     # visibility timeout, so a dead worker's claim is gone before its job is delivered again
     claim_ttl_s: float | None = None
