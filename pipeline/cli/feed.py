@@ -39,7 +39,8 @@ def feed(run_id: str, source: str, base_url: str, out: Path, alternate: bool, ed
     from pipeline.feed.net import AddressPolicy
     from pipeline.feed.outputs import converted_episodes
     from pipeline.feed.read import read_pages
-    from pipeline.feed.write import alternate_feed, revoiced_feed
+    from pipeline.feed.write import alternate_feed, not_in_source, revoiced_feed
+    from pipeline.text import printable
 
     if not base_url.startswith(("https://", "http://")):
         raise click.BadParameter("must be an http(s) URL", param_hint="--base-url")
@@ -54,5 +55,10 @@ def feed(run_id: str, source: str, base_url: str, out: Path, alternate: bool, ed
     out.write_bytes(body)
     for line in left_out:
         click.echo(f"left out: {line}", err=True)
-    click.echo(f"wrote {out}: {len(episodes)} episodes, {len(left_out)} left out")
+    strays = not_in_source(pages, episodes)
+    for stray in strays:
+        click.echo(f"not in the source feed, so in neither feed: {printable(stray.source_guid)} ({stray.url})",
+                   err=True)
+    click.echo(f"wrote {out}: {len(episodes) - len(strays)} episodes, {len(left_out)} left out"
+               + (f", {len(strays)} converted outputs not in the source feed" if strays else ""))
     sys.exit(1 if left_out else 0)

@@ -95,6 +95,12 @@ def _entries(pages: Sequence[Page]) -> Iterable[Any]:
         yield from parsed.entries
 
 
+def not_in_source(pages: Sequence[Page], episodes: Sequence[ConvertedEpisode]) -> list[ConvertedEpisode]:
+    """Converted episodes whose GUID no item of the source feed has (they cannot be placed in either feed)."""
+    guids = {str(entry.get("id") or "").strip() for entry in _entries(pages)}
+    return [episode for episode in episodes if episode.source_guid not in guids]
+
+
 def _serialize(root: ET.Element) -> bytes:
     ET.indent(root)
     out = io.BytesIO()

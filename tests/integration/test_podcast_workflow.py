@@ -58,17 +58,21 @@ def workflow(offline_sts: LocalStack, s3: Any, tmp_path_factory: pytest.TempPath
         manifest = tmp / "feed.jsonl"
         lines = [json.loads(line) for line in manifest.read_text().splitlines()]
         extra = _extra_lines(lines, bucket)
-        manifest.write_text("".join(json.dumps(line) + "\n" for line in [*lines, *extra]))
+        s3.put_object(Bucket=bucket, Key="episodes/ghost.mp3", Body=b"<html>not an episode</html>")
+        ghost = {**extra[0], "input": f"s3://{bucket}/episodes/ghost.mp3", "output": f"s3://{bucket}/revoiced/ghost.mp3",
+                 "output_format": "mp3_44100_128", "metadata": {"guid": "urn:field-notes:ghost"}}
+        manifest.write_text("".join(json.dumps(line) + "\n" for line in [*lines, *extra, ghost]))
         test_lane.start_worker(concurrency=2)
         submitted = test_lane.cli("submit", str(manifest), "--wait", "--timeout", "240", "--run-id", "podcast-1",
                                   STS_RUNS_URI=f"s3://{bucket}/runs")
-        assert submitted.returncode == 0, submitted.stderr[-3000:]
+        assert submitted.returncode == 1, submitted.stderr[-3000:]  # the ghost episode fails, the rest succeed
         feeds = {}
         for name, flags in (("new", ()), ("alternate", ("--alternate",))):
             out = tmp / f"{name}.xml"
             written = _run(env, "feed", "--run", "podcast-1", "--source", f"{base}/feed.xml", "--base-url", BASE,
                            "-o", str(out), "--allow-loopback", "--edition", "Bram voice edition", *flags)
-            assert written.returncode == 0, written.stdout + written.stderr
+            assert written.returncode == 1 and "3 episodes, 1 left out" in written.stdout, written.stdout + written.stderr
+            assert "left out: urn:field-notes:ghost" in written.stderr and "not_audio" in written.stderr
             feeds[name] = out.read_bytes()
     return {"tmp": tmp, "bucket": bucket, "lines": lines, "extra": extra, "feeds": feeds, **site}
 
