@@ -14,7 +14,9 @@ is done, and retrying one failed combination re-runs only that one.
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +107,8 @@ def _list_field(values: dict[str, Any], name: str, check: Any, problems: list[tu
             message = check(item)
             if message:
                 problems.append((name, f"item {index + 1} ({item!r}) {message}"[:300]))
-        repeated = sorted({str(item) for item in items if items.count(item) > 1})
+        counts = Counter(json.dumps(item, sort_keys=True) for item in items)  # items may be unhashable (a dict)
+        repeated = sorted(key for key, count in counts.items() if count > 1)
         if repeated:
             problems.append((name, f"lists {', '.join(repeated)} more than once; each combination would be the "
                                    "same job twice"))

@@ -100,7 +100,7 @@ def test_bad_fanout_fields_are_reported_once_each() -> None:
         by_line[problem.line].append(f"{problem.field}: {problem.message}")
     assert "given together with voice_id" in by_line[1][0]
     assert "non-empty list" in by_line[2][0]
-    assert "item 2 ('not ok')" in by_line[3][0] and "lists ok more than once" in by_line[3][1]
+    assert "item 2 ('not ok')" in by_line[3][0] and 'lists "ok" more than once' in by_line[3][1]
     assert "seeds: item 2 (True)" in by_line[4][0]
     assert "uses {seed}, which this line cannot fill" in by_line[5][0]
     assert "unknown placeholder {name}" in by_line[6][0]
