@@ -76,3 +76,17 @@ def test_guids_and_urls() -> None:
     assert public_url("https://cdn.example.com/show/", S3Uri("b", "revoiced/ep 1.mp3")) == \
         "https://cdn.example.com/show/revoiced/ep%201.mp3"
     assert itunes_duration(None) is None and itunes_duration(59.6) == "00:01:00"
+
+
+def test_entity_bombs_and_external_entities_go_nowhere() -> None:
+    from pathlib import Path
+
+    from pipeline.feed.read import read_feed, read_pages
+
+    bomb = str(Path(__file__).with_name("entity_bomb.xml"))
+    feed = read_feed(bomb)  # neither the billion laughs nor file:///etc/passwd is expanded
+    assert len(feed.title) < 100 and "root:" not in feed.episodes[0].title
+    pages, _ = read_pages(bomb)
+    assert b"root:" not in revoiced_feed(pages, [], edition="x")
+    with pytest.raises(FeedError, match="not well-formed|amplification"):
+        alternate_feed(pages, [], title="x")
