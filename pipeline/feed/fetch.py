@@ -127,9 +127,12 @@ def _already_there(storage: Storage, uri: S3Uri, episode: Episode, http: httpx.C
         return None
     if episode.enclosure.length and episode.enclosure.length == size:
         return size
-    with net.open_checked(http, episode.enclosure.url, limits.policy, method="HEAD") as response:
-        etag = response.headers.get("etag", "")
-        length = response.headers.get("content-length", "")
+    try:
+        with net.open_checked(http, episode.enclosure.url, limits.policy, method="HEAD") as response:
+            etag = response.headers.get("etag", "")
+            length = response.headers.get("content-length", "")
+    except FeedError:  # a server that refuses HEAD: fetch it again (the GET is checked the same way)
+        return None
     if (etag and _ascii(etag) == meta.get(META_ETAG)) or (length and int(length) == size):
         return size
     return None

@@ -113,3 +113,25 @@ def test_an_enclosure_over_the_size_bound_is_skipped_and_nothing_is_stored(stack
     assert catalog.lines == [] and len(catalog.skipped) == 2
     assert "size bound" in catalog.skipped[0] and "served text/html" in catalog.skipped[1]
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+def test_without_a_length_in_the_feed_one_head_tells_it_is_stored(stack: LocalStack, s3: Any, bucket: str,
+                                                                 tmp_path: Path) -> None:
+    from pipeline.feed.catalog import build_catalog
+    from pipeline.feed.fetch import FetchLimits
+    from pipeline.feed.manifest import LineOptions
+    from pipeline.s3uri import S3Uri
+    from pipeline.storage.s3 import Storage
+
+    (tmp_path / "ep.mp3").write_bytes(b"\xff\xfb" + b"\x01" * 50_000)
+    options = LineOptions(VOICE, "eleven_multilingual_sts_v2", f"s3://{bucket}/out", "mp3_44100_128")
+    limits = FetchLimits(policy=net.LOOPBACK_ALLOWED)
+    with serve(tmp_path) as (base, hits):
+        (tmp_path / "feed.xml").write_text(rss(base, [("g-ep", "Ep", f"{base}/ep.mp3", 0, "audio/mpeg")]))
+        episodes = read_feed(f"{base}/feed.xml", policy=net.LOOPBACK_ALLOWED).episodes
+        with stack.applied():
+            first = build_catalog(Storage(s3), episodes, S3Uri(bucket, "episodes"), options, limits=limits)
+            hits.clear()
+            second = build_catalog(Storage(s3), episodes, S3Uri(bucket, "episodes"), options, limits=limits)
+    assert first.downloaded == 1 and second.downloaded == 0 and len(second.lines) == 1
+    assert hits == ["HEAD /ep.mp3"]
