@@ -114,3 +114,13 @@ def test_master_reaches_the_line_and_a_bad_one_is_refused(tmp_path: Path) -> Non
     assert line_for(fetched, LineOptions(**options, master={"lufs": -16}))["master"] == {"lufs": -16}
     with pytest.raises(ValueError):
         line_for(fetched, LineOptions(**options, master={"lufs": 3}))
+
+
+def test_paged_atom_feed_on_disk(tmp_path: Path) -> None:
+    second = ATOM.replace("urn:ep:1", "urn:ep:2").replace("first.m4a", "second.m4a")
+    first = ATOM.replace("<updated>2024-02-01T00:00:00Z</updated>\n<entry>",
+                         '<updated>2024-02-01T00:00:00Z</updated>\n<link rel="next" href="page2.atom"/>\n<entry>', 1)
+    (tmp_path / "page1.atom").write_text(first)
+    (tmp_path / "page2.atom").write_text(second)
+    feed = read_feed(str(tmp_path / "page1.atom"))
+    assert [e.guid for e in feed.episodes] == ["urn:ep:1", "urn:ep:2"] and feed.pages == 2
