@@ -40,12 +40,17 @@ def k_weighting(rate: int) -> np.ndarray:
     return np.array([np.concatenate([stage.b, stage.a]) for stage in stages])
 
 
+#: the 4x interpolation filter: 49 taps (12 a phase, as BS.1770's), linear phase, so its delay is 24 samples exactly
+_INTERPOLATOR = scipy.signal.firwin(49, 0.9 / OVERSAMPLE, window=("kaiser", 8.0)) * OVERSAMPLE
+_DELAY = (len(_INTERPOLATOR) - 1) // 2
+
+
 def true_peak_envelope(x: np.ndarray) -> np.ndarray:
     """Per sample, the largest magnitude of the 4x oversampled signal around it (the inter-sample peaks)."""
     if not len(x):
         return np.zeros(0, dtype=np.float32)
-    up = scipy.signal.resample_poly(x.astype(np.float64), OVERSAMPLE, 1)
-    return np.abs(up[: len(x) * OVERSAMPLE]).reshape(len(x), OVERSAMPLE).max(axis=1)
+    up = scipy.signal.upfirdn(_INTERPOLATOR, x.astype(np.float64), OVERSAMPLE)[_DELAY: _DELAY + len(x) * OVERSAMPLE]
+    return np.abs(up).reshape(len(x), OVERSAMPLE).max(axis=1)
 
 
 def _db(value: float) -> float:
