@@ -93,10 +93,12 @@ def test_two_submits_at_the_same_moment_pay_every_job_once(stack: LocalStack, s3
             results = [run.result() for run in runs]
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
-    assert sts_stats(slow_server)["requests_total"] == 2  # one request per job, not one per delivery
-    for output in outputs:
-        record = json.loads(_get(s3, output + ".provenance.json"))
-        assert len(record["attempts"]) == 1 and record["cost"]["requests"] == 1
+    records = [json.loads(_get(s3, output + ".provenance.json")) for output in outputs]
+    # every request the server answered is an attempt of the one record of its job: no second delivery paid
+    # (on a quiet machine that is one request a job; a retried network fault would add a recorded attempt)
+    assert sts_stats(slow_server)["requests_total"] == sum(len(r["attempts"]) for r in records)
+    assert all(r["cost"]["requests"] == len(r["attempts"]) >= 1 for r in records)
+    assert not any(r.get("superseded_request_ids") for r in records)
 
 
 # --- (2) and (4): outputs on the pipeline's own keys, or too long for them
