@@ -138,3 +138,20 @@ def test_no_library_function_is_longer_than_60_lines() -> None:
                 if length > 60:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)")
     assert long == []
+
+
+def test_only_the_integration_folder_asks_for_services() -> None:
+    services = {"stack", "offline_sts", "s3", "bucket", "redis_client"}
+    wrong = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        if "integration" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        own = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+               and not node.name.startswith("test_")}  # a module's own fixture of the same name (a memory S3)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                asked = {arg.arg for arg in node.args.args} & (services - own)
+                if asked:
+                    wrong.append(f"{path.relative_to(ROOT)}::{node.name} asks for {sorted(asked)}")
+    assert wrong == []
