@@ -24,6 +24,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 from pipeline.config import Settings, get_settings
 from pipeline.errors import redact
 from pipeline.text import printable
+from workers import drain
 from workers.heartbeat import VisibilityHeartbeat
 
 
@@ -93,4 +94,5 @@ def create_app(settings: Settings | None = None) -> Celery:
         sts_heartbeat_file=settings.heartbeat_file,  # touched by the heartbeat for probes (pipeline.ops.alive)
     )
     app.steps["consumer"].add(VisibilityHeartbeat)
+    drain.connect()  # on SIGTERM no job starts another request; it hands itself back (workers/drain.py)
     return app

@@ -27,6 +27,7 @@ from pipeline.api.headers import character_cost
 from pipeline.api.limiter import Limiter
 from pipeline.audio.decode import output_duration_s
 from pipeline.config import Settings
+from pipeline.conversion import drain
 from pipeline.errors import InputError, ResponseInfo
 from pipeline.errors import (
     AuthError,
@@ -155,7 +156,9 @@ def request_shapes(job: Job) -> dict[str, str]:
 
 
 def _may_spend(ctx: CallContext, job: Job) -> None:
-    """Raise what the run already knows would happen: a halt (bad key), a spent quota, a shape the plan refuses."""
+    """Raise what the run already knows would happen: a halt (bad key), a spent quota, a shape the plan refuses; or
+    hand the job back (``SlotUnavailableError``) when its worker drains."""
+    drain.check()
     if ctx.run_state is not None and (reason := ctx.run_state.halted()):
         raise AuthError(f"the run was stopped before this request: {reason}", status=401)
     if ctx.quota is not None:

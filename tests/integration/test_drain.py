@@ -74,3 +74,33 @@ def test_sigterm_with_three_requests_in_flight_loses_nothing_and_pays_nothing_tw
         assert [a["outcome"] for a in record["attempts"]] == ["ok"]
     assert "succeeded" in status.stdout, status.stdout + status.stderr
     assert "Soft Shutdown" in log, log[-3000:]
+
+
+def test_a_draining_long_job_starts_no_new_segment_and_resumes_elsewhere(
+        stack: LocalStack, s3, bucket: str, tmp_path: Path, slow_sts: str) -> None:
+    """Without the drain flag the job would start its next segments during the soft shutdown and the cancel at its
+    end would cut one: a request paid for and made again. With it the job hands itself back after its first segment
+    (checkpointed), and the second worker converts only the rest: the server counts one request per segment."""
+    source = write_input(tmp_path / "long.wav", 40.0, seed=7)
+    s3.upload_file(str(source), bucket, "in/long.wav")
+    manifest = write_jsonl(tmp_path / "long.jsonl", [{
+        "input": f"s3://{bucket}/in/long.wav", "voice_id": VOICES[0], "output_format": "pcm_16000",
+        "output": f"s3://{bucket}/out/long.pcm", "max_segment_seconds": 10}])
+    with lane(stack, STS_API_BASE_URL=slow_sts, REMAP_SIGTERM="SIGQUIT", STS_SOFT_SHUTDOWN_TIMEOUT_S="20",
+              STS_SEGMENT_WORKERS="1") as test_lane:
+        draining = test_lane.start_worker(concurrency=1)
+        submitted = test_lane.cli("submit", str(manifest), "--run-id", "drain-long")
+        assert submitted.returncode == 0, submitted.stderr[-2000:]
+        wait_until(lambda: sts_stats(slow_sts)["in_flight"] == 1, 90, "the first segment's request")
+        draining.kill(signal.SIGTERM)
+        wait_until(lambda: not draining.alive(), 60, "the worker to drain and exit")
+        assert sts_stats(slow_sts)["requests_total"] == sts_stats(slow_sts)["successes"] == 1
+        test_lane.start_worker(concurrency=1)
+        wait_until(lambda: _committed(s3, bucket) == 1, 150, "the long job to finish elsewhere")
+    record = json.loads(s3.get_object(Bucket=bucket, Key="out/long.pcm.provenance.json")["Body"].read())
+    segments = record["segments"]
+    assert len(segments) >= 3
+    assert [s["source"] for s in segments].count("checkpoint") == 1
+    stats = sts_stats(slow_sts)
+    assert stats["requests_total"] == stats["successes"] == len(segments), stats
+    assert object_versions(s3, bucket, "out/long.pcm") == 1
