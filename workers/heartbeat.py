@@ -37,6 +37,8 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
     """Consumer bootstep: keep this worker's deliveries visible-timeout-fresh while they are held."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
+    #: the started step of this process, for the drain's keep-alive (workers/drain.py)
+    current: VisibilityHeartbeat | None = None
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
@@ -52,6 +54,7 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
         self._file, self._interval_s = str(conf.get("sts_heartbeat_file") or ""), interval_s
         self.say_alive()
         self._timer_entry = parent.timer.call_repeatedly(interval_s, self.beat, priority=10)
+        VisibilityHeartbeat.current = self
         log.info("visibility heartbeat every %.1f s (visibility timeout %.0f s)", interval_s,
                  conf.broker_transport_options.get("visibility_timeout", 0))
 
@@ -89,6 +92,10 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
             if tag:
                 tags.append(str(tag))
         return tags
+
+    @property
+    def interval_s(self) -> float:
+        return self._interval_s
 
     def stop(self, parent: Any) -> None:
         if self._timer_entry is not None:

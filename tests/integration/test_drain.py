@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,13 +52,16 @@ def _committed(s3, bucket: str) -> int:  # type: ignore[no-untyped-def]
 def test_sigterm_with_three_requests_in_flight_loses_nothing_and_pays_nothing_twice(
         stack: LocalStack, s3, bucket: str, tmp_path: Path, slow_sts: str) -> None:
     manifest = _manifest(s3, tmp_path, bucket)
+    heartbeat = tmp_path / "heartbeat"
     with lane(stack, STS_API_BASE_URL=slow_sts, STS_MAX_CONCURRENT_REQUESTS="3", REMAP_SIGTERM="SIGQUIT",
-              STS_SOFT_SHUTDOWN_TIMEOUT_S="15") as test_lane:
-        draining = test_lane.start_worker(concurrency=IN_FLIGHT)
+              STS_SOFT_SHUTDOWN_TIMEOUT_S="20", STS_HEARTBEAT_INTERVAL_S="2") as test_lane:
+        draining = test_lane.start_worker(concurrency=IN_FLIGHT, STS_HEARTBEAT_FILE=str(heartbeat))
         submitted = test_lane.cli("submit", str(manifest), "--run-id", "drain-run")
         assert submitted.returncode == 0, submitted.stderr[-2000:]
         wait_until(lambda: sts_stats(slow_sts)["in_flight"] == IN_FLIGHT, 90, "three requests in flight")
         draining.kill(signal.SIGTERM)
+        time.sleep(12)  # well into the soft shutdown, whose sleep stops Celery's own timers
+        assert draining.alive() and time.time() - heartbeat.stat().st_mtime < 5  # the keep-alive still beats
         wait_until(lambda: not draining.alive(), 60, "the worker to drain and exit")
         assert sts_stats(slow_sts)["successes"] == IN_FLIGHT  # the requests in flight ended, none was cut
         assert _committed(s3, bucket) == IN_FLIGHT  # ... and their jobs were uploaded and committed
