@@ -25,12 +25,13 @@
     │   │                              invalid_audio, request_too_large); ``detail`` keeps the API's body
     │   └── RefusedByPlanError         403: this key's plan cannot do that request shape (a tier-gated format, a
     │                                  feature, a voice or model it may not use); every job asking the same is refused
+    ├── RunCancelled                   the run was cancelled (``sts-pipeline cancel``): the job spends nothing more
     └── Deferred                       not an error of the job: it was not started (budget reached, no limiter slot);
         ├── BudgetExceededError        the run's credit budget would be crossed
         ├── QuotaExceededError         401 quota_exceeded / 402: the account's credits are spent until the reset
         └── SlotUnavailableError       no concurrency slot within the bounded wait; re-queue the job
 
-Every error knows the state a job ends in when it is final (``final_state``: failed, rejected or deferred) and its
+Every error knows the state a job ends in when it is final (``final_state``: failed, rejected, deferred or cancelled) and its
 ``reason`` code (listed in ``pipeline.reasons``).
 
 Messages say what was wrong and what to do. They never contain the API key or any other secret:
@@ -68,6 +69,7 @@ __all__ = [
     "RefusedByPlanError",
     "RejectedError",
     "ResponseInfo",
+    "RunCancelled",
     "RunConflict",
     "RunStateLost",
     "SlotUnavailableError",
@@ -286,6 +288,13 @@ class RefusedByPlanError(RejectedError):
                  response: ResponseInfo | None = None) -> None:
         super().__init__(message, detail=detail, status=403, request_id=request_id, response=response)
         self.reason = code
+
+
+class RunCancelled(PipelineError):
+    """The run was cancelled before this job (or its next request) started: it ends ``cancelled``."""
+
+    reason = Reason.CANCELLED.value
+    final_state = JobState.CANCELLED
 
 
 class Deferred(PipelineError):

@@ -65,6 +65,7 @@ class Reason(str, Enum):
     DELIVERY_LIMIT = "delivery_limit"
     PERMANENT = "permanent"
     INTERNAL_ERROR = "internal_error"
+    CANCELLED = "cancelled"
     # not job outcomes: errors of a command
     CONFIG = "config"
     MANIFEST = "manifest"
@@ -131,6 +132,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.PERMANENT: "another error that retrying cannot fix",
     Reason.INTERNAL_ERROR: "a bug or an unexpected value stopped the job (the message names it): report it, then "
                            "retry",
+    Reason.CANCELLED: "the run was cancelled (sts-pipeline cancel) before the job started its next request: nothing "
+                      "more was spent; retry --include-cancelled re-runs it",
     Reason.CONFIG: "settings are missing or inconsistent",
     Reason.MANIFEST: "a manifest cannot be read at all",
     Reason.RUN_STATE_LOST: "a waiting command lost the run's live state in Redis",

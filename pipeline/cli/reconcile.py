@@ -39,9 +39,11 @@ def reconcile(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | N
     from pipeline.report.text import print_report, report_dict, write_csv
     from pipeline.run.retry import write_retry_manifests
 
+    from pipeline.cli._control import run_cancelled
+
     notes = Console(stderr=True)
     source = load_source(manifests, run_id, runs_uri, output_prefix)
-    report = reconcile_run(source.storage, source.shards, run_id=source.run_id)
+    report = reconcile_run(source.storage, source.shards, run_id=source.run_id, cancelled=run_cancelled(source))
     to_retry = report.to_retry(include_rejected=include_rejected)
     written = write_retry_manifests(retry_target, to_retry) if retry_target else []
     if csv_path:

@@ -14,12 +14,14 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from pipeline.manifest.load import Shard
+from pipeline.cli._control import run_cancelled
 from pipeline.cli._source import load_source, source_options
 
 
 @main.command()
 @source_options
 @click.option("--include-rejected", is_flag=True, help="Also re-run rejected (422) jobs (after fixing their cause).")
+@click.option("--include-cancelled", is_flag=True, help="Also re-run the jobs of a cancelled run that never ran.")
 @click.option("--shard", "only_shards", multiple=True, metavar="NAME", help="Only this shard (repeatable).")
 @click.option("--budget", type=float, default=None, help="Credits the retry may spend; jobs beyond it are deferred.")
 @click.option("--overwrite", is_flag=True, help="Let every job replace an object at its output that this pipeline "
@@ -29,8 +31,8 @@ from pipeline.cli._source import load_source, source_options
 @click.option("--even-if-running", is_flag=True,
               help="Retry even though Redis says the run still has queued or running jobs (they may run twice).")
 def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None, output_prefix: str | None,
-          include_rejected: bool, only_shards: tuple[str, ...], budget: float | None, overwrite: bool, wait: bool,
-          timeout: float | None, even_if_running: bool) -> None:
+          include_rejected: bool, include_cancelled: bool, only_shards: tuple[str, ...], budget: float | None,
+          overwrite: bool, wait: bool, timeout: float | None, even_if_running: bool) -> None:
     """Re-enqueue the failed, deferred, orphaned and missing jobs of MANIFESTs (or of --run RUN_ID); print the new
     run id.
 
@@ -61,9 +63,9 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
     try:
         if source.run_id and not even_if_running:
             check_not_running(client, source.run_id)
-        plan = plan_retry(storage, source.shards, run_id=source.run_id, output_prefix=prefix,
+        plan = plan_retry(storage, source.shards, run_id=source.run_id, output_prefix=prefix, only_shards=only_shards,
                           limits=ManifestLimits.from_settings(settings), include_rejected=include_rejected,
-                          only_shards=only_shards)
+                          cancelled=run_cancelled(source), include_cancelled=include_cancelled)
         _say_what_is_left_out(console, plan.rejected_left_out)
         if not plan.chosen:
             console.print("nothing to retry: no failed, deferred, orphaned or missing jobs", markup=False)

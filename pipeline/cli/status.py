@@ -37,14 +37,31 @@ def _view(state: RunState, counts: Counter[str]) -> Group:
     halted = state.halted()
     if halted:
         lines.append(Text(f"HALTED: {halted}", style="bold red"))
+    if cancelled := state.cancelled():
+        lines.append(Text(f"CANCELLED: {_cancel_line(cancelled)}", style="bold yellow"))
     return Group(counts_table(f"run {state.run_id}", counts), *lines)
+
+
+def _cancel_line(record: str) -> str:
+    """Who cancelled, when and why, from the cancel's JSON in Redis (``pipeline.run.control``)."""
+    import json
+
+    from pipeline.text import printable
+
+    try:
+        data = json.loads(record)
+    except ValueError:
+        return "yes"
+    why = f": {data['why']}" if data.get("why") else ""
+    return printable(f"by {data.get('who', '?')} at {data.get('at', '?')}{why}")
 
 
 @main.command()
 @click.argument("run_id")
 @click.option("--watch", is_flag=True, help="Refresh every second until every job is done (or Ctrl-C).")
 def status(run_id: str, watch: bool) -> None:
-    """Live counts of RUN_ID's jobs by state (queued, running, succeeded, failed, rejected, deferred, skipped)."""
+    """Live counts of RUN_ID's jobs by state (queued, running, succeeded, failed, rejected, deferred, skipped,
+    cancelled), and whether the run was halted or cancelled."""
     import redis
     from rich.console import Console
     from rich.live import Live

@@ -34,6 +34,7 @@ from pipeline.errors import (
     PipelineError,
     QuotaExceededError,
     RefusedByPlanError,
+    RunCancelled,
     SlotUnavailableError,
     TransientError,
 )
@@ -156,11 +157,13 @@ def request_shapes(job: Job) -> dict[str, str]:
 
 
 def _may_spend(ctx: CallContext, job: Job) -> None:
-    """Raise what the run already knows would happen: a halt (bad key), a spent quota, a shape the plan refuses; or
-    hand the job back (``SlotUnavailableError``) when its worker drains."""
+    """Raise what the run already knows would happen: a halt (bad key), a cancel, a spent quota, a shape the plan
+    refuses; or hand the job back (``SlotUnavailableError``) when its worker drains."""
     drain.check()
     if ctx.run_state is not None and (reason := ctx.run_state.halted()):
         raise AuthError(f"the run was stopped before this request: {reason}", status=401)
+    if ctx.run_state is not None and ctx.run_state.cancelled():
+        raise RunCancelled("the run was cancelled (sts-pipeline cancel) before this request; nothing was spent on it")
     if ctx.quota is not None:
         ctx.quota.check()
     if ctx.run_state is not None:

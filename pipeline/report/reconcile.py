@@ -7,10 +7,12 @@ A job's state comes from the objects beside its output (see ``pipeline.storage.r
     failure record, "rejected"      rejected  (the API answered 422; its ``detail`` is summarised)
     failure record, "deferred"      deferred  (never started: budget reached)
     the output alone                orphan    (uploaded but never committed: the worker died in between)
-    nothing                         missing   (never ran, or has not run yet)
+    failure record, "cancelled"     cancelled (the run was cancelled before the job spent)
+    nothing                         missing   (never ran, or has not run yet); cancelled when the run was cancelled
+                                    (its control.json says so: the caller passes ``cancelled=True``)
 
 An output without a provenance record is also listed among the ``orphans`` when a failure record decided its state.
-``retry`` re-runs failed, deferred, orphaned and missing jobs (rejected ones only when asked).
+``retry`` re-runs failed, deferred, orphaned and missing jobs (rejected and cancelled ones only when asked).
 
 Lines that are not valid jobs never ran; they count per shard as ``invalid``. Costs are the ``cost.credits`` of both
 kinds of record. Each output directory is listed once (``scan_outputs``); only the failure records, and the
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -170,9 +172,12 @@ class RunReport:
                 minutes[result.finished_at.replace(second=0, microsecond=0)][result.state] += 1
         return sorted(minutes.items())
 
-    def to_retry(self, *, include_rejected: bool = False, shards: Iterable[str] = ()) -> list[JobResult]:
-        """The jobs a retry re-runs: failed, deferred, orphaned and missing (and rejected, if asked), in order."""
-        wanted = RETRY_STATES | ({JobState.REJECTED} if include_rejected else set())
+    def to_retry(self, *, include_rejected: bool = False, shards: Iterable[str] = (),
+                 include_cancelled: bool = False) -> list[JobResult]:
+        """The jobs a retry re-runs: failed, deferred, orphaned and missing (and rejected or cancelled, if asked), in
+        order."""
+        wanted = (RETRY_STATES | ({JobState.REJECTED} if include_rejected else set())
+                  | ({JobState.CANCELLED} if include_cancelled else set()))
         only = set(shards)
         return [r for r in self.results if r.state in wanted and (not only or r.entry.shard in only)]
 
@@ -239,11 +244,12 @@ def _number(value: Any) -> float | None:
 # --- reading S3
 
 def reconcile(storage: Storage, shards: Sequence[Shard], *, fetch_records: bool = True,
-              run_id: str | None = None, workers: int = FETCH_WORKERS) -> RunReport:
+              run_id: str | None = None, workers: int = FETCH_WORKERS, cancelled: bool = False) -> RunReport:
     """The state of every valid line of ``shards``, from S3 alone.
 
     Without ``fetch_records`` the provenance records are not read: states stay exact, but successes carry no cost,
-    quality or finish time (enough for ``retry``).
+    quality or finish time (enough for ``retry``). With ``cancelled`` (the run's control.json says it was
+    cancelled) a line with no trace at all is ``cancelled``, not ``missing``: it was never going to run.
     """
     located = [(shard, entry) for shard in shards for entry in shard.entries]
     presence = scan_outputs(storage, (entry.output for _, entry in located))
@@ -260,6 +266,9 @@ def reconcile(storage: Storage, shards: Sequence[Shard], *, fetch_records: bool 
                 if _vanished(presence[e.output], records, S3Uri.parse(e.output))]
     records.update(_fetch(storage, vanished, workers))
     results = [_result(shard, entry, presence[entry.output], records) for shard, entry in located]
+    if cancelled:
+        results = [replace(r, state=JobState.CANCELLED, reason="cancelled", message="the run was cancelled before "
+                           "this job started") if r.state is JobState.MISSING else r for r in results]
     return RunReport(shards=list(shards), results=results, run_id=run_id)
 
 

@@ -52,11 +52,16 @@ def check_not_running(client: redis.Redis, run_id: str) -> None:
 
 
 def plan_retry(storage: Storage, shards: Sequence[Shard], *, run_id: str | None, output_prefix: str | None,
-               limits: ManifestLimits, include_rejected: bool = False, only_shards: Iterable[str] = ()) -> RetryPlan:
-    """Reconcile ``shards`` and build the manifests of the jobs to re-run; their lines read back to the same jobs."""
+               limits: ManifestLimits, include_rejected: bool = False, only_shards: Iterable[str] = (),
+               cancelled: bool = False, include_cancelled: bool = False) -> RetryPlan:
+    """Reconcile ``shards`` and build the manifests of the jobs to re-run; their lines read back to the same jobs.
+
+    ``cancelled``: the run was cancelled (its untouched lines are ``cancelled``); those and the jobs that ended
+    ``cancelled`` are re-run only with ``include_cancelled``.
+    """
     only = set(only_shards)
-    report = reconcile(storage, shards, fetch_records=False, run_id=run_id)
-    chosen = report.to_retry(include_rejected=include_rejected, shards=only)
+    report = reconcile(storage, shards, fetch_records=False, run_id=run_id, cancelled=cancelled)
+    chosen = report.to_retry(include_rejected=include_rejected, shards=only, include_cancelled=include_cancelled)
     left_out = 0 if include_rejected else sum(
         1 for r in report.in_state(JobState.REJECTED) if not only or r.entry.shard in only)
     manifests = retry_manifest_bytes(chosen)

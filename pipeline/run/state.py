@@ -8,6 +8,8 @@ Redis keys (all expire ``RUN_TTL_S`` after their last write):
     sts:run:{run_id}:refused     hash   request shape -> why the service refused it for this key's plan (403); a job
                                         of the same shape is rejected without a request
     sts:run:{run_id}:paused      string why the run stopped spending for now (e.g. the quota is spent)
+    sts:run:{run_id}:cancelled   string the cancel as JSON (who, at, why, now; ``pipeline.run.control``): no job of
+                                        the run starts a request once it is set; S3's control.json keeps it for good
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class RunState:
         self._halt = f"sts:run:{run_id}:halt"
         self._refused = f"sts:run:{run_id}:refused"
         self._paused = f"sts:run:{run_id}:paused"
+        self._cancelled = f"sts:run:{run_id}:cancelled"
 
     def init(self, meta: Mapping[str, str]) -> None:
         pipe = self._redis.pipeline()
@@ -99,4 +102,13 @@ class RunState:
 
     def paused(self) -> str | None:
         value = self._redis.get(self._paused)
+        return text(value) if value else None
+
+    def cancel(self, record: str) -> None:
+        """Record the cancel (JSON): every job of the run checks it before each request it would start."""
+        self._redis.set(self._cancelled, record, ex=RUN_TTL_S)
+
+    def cancelled(self) -> str | None:
+        """The cancel's JSON when the run was cancelled, else None (one GET: it is asked before every request)."""
+        value = self._redis.get(self._cancelled)
         return text(value) if value else None

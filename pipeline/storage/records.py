@@ -5,7 +5,7 @@ Key layout for a job whose output is ``s3://B/K``:
     s3://B/K                      the converted audio
     s3://B/K.provenance.json      success: how the output was made. Written LAST, with If-None-Match: *, so it is
                                   the job's commit marker: once it exists, every later delivery stops without spending.
-    s3://B/K.failure.json         a final non-success: failed, rejected or deferred. Removed when a later attempt
+    s3://B/K.failure.json         a final non-success: failed, rejected, deferred or cancelled. Removed when a later attempt
                                   succeeds.
 
 Both records carry ``schema`` and ``schema_version``; ``from_dict`` checks them and raises ``UnreadableRecord`` for
@@ -193,7 +193,8 @@ class ProvenanceRecord:
 
 @dataclass(frozen=True)
 class FailureRecord:
-    """A final non-success: the job's identity, its state (failed, rejected, deferred), the error and the attempts.
+    """A final non-success: the job's identity, its state (failed, rejected, deferred, cancelled), the error and the
+    attempts.
 
     ``error`` is the error's record (``PipelineError.to_record``): error_class, reason, message, status, request_id,
     and for rejections the API's ``detail``.
@@ -235,7 +236,8 @@ class FailureRecord:
         except ValueError:
             state = None
         if state not in FAILURE_STATES:
-            raise RecordError(f"failure record status {data.get('status')!r} is not one of failed, rejected, deferred")
+            raise RecordError(f"failure record status {data.get('status')!r} is not one of failed, rejected, deferred, "
+                              "cancelled")
         return cls(identity=JobIdentity.from_dict(data), state=state, error=_mapping(data.get("error")),
                    at=str(data.get("at") or ""), worker=_mapping(data.get("worker")),
                    attempts=_dicts(data.get("attempts")),

@@ -148,8 +148,8 @@ def test_per_shard_and_total_counts_and_cost() -> None:
     report = _run()
     a, b = report.shard_summaries()
     assert (a.name, a.lines, a.invalid, a.jobs) == ("a.jsonl", 6, 1, 5)
-    assert [a.counts[o] for o in LEDGER_STATES] == [2, 1, 1, 0, 0, 1]
-    assert [b.counts[o] for o in LEDGER_STATES] == [1, 1, 0, 1, 1, 0]
+    assert [a.counts[o] for o in LEDGER_STATES] == [2, 1, 1, 0, 0, 1, 0]
+    assert [b.counts[o] for o in LEDGER_STATES] == [1, 1, 0, 1, 1, 0, 0]
     assert (a.credits, b.credits) == (75.5, 40.0)
     total = report.totals()
     assert (total.lines, total.jobs, total.invalid, total.credits, total.requests) == (10, 9, 1, 115.5, 6)
@@ -173,7 +173,8 @@ def test_groups_flags_and_throughput() -> None:
 def test_json_report_shape() -> None:
     data = report_dict(_run())
     assert data["totals"] == {"lines": 10, "jobs": 9, "succeeded": 3, "failed": 2, "rejected": 1, "deferred": 1,
-                              "orphan": 1, "missing": 1, "invalid": 1, "credits": 115.5, "requests": 6}
+                              "orphan": 1, "missing": 1, "cancelled": 0, "invalid": 1, "credits": 115.5,
+                              "requests": 6}
     assert data["failures"][0]["reason"] == "missing_input" and data["failures"][0]["count"] == 2
     assert [e["where"] for e in data["failures"][0]["examples"]] == ["a.jsonl:3", "b.jsonl:2"]
     assert data["rejected"][0]["examples"][0]["request_id"] == "req-422"

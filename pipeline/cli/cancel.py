@@ -1,0 +1,42 @@
+"""``sts-pipeline cancel``: no job of the run starts another request; what is queued ends ``cancelled``."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli._base import main
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--why", default="", metavar="TEXT", help="Why the run was cancelled (kept in control.json).")
+@click.option("--runs-uri", default=None, metavar="s3://BUCKET/PREFIX",
+              help="Where runs are stored (default: STS_RUNS_URI).")
+def cancel(run_id: str, why: str, runs_uri: str | None) -> None:
+    """Cancel RUN_ID: recorded in Redis (workers stop starting requests at once) and in S3 with the run
+    (``control.json``: who, when, why), so ``reconcile`` reports its untouched lines ``cancelled``, not missing.
+
+    Jobs still queued end ``cancelled`` without spending; running jobs finish their request and are kept.
+    """
+    import redis
+    from rich.console import Console
+
+    from pipeline.config import get_settings
+    from pipeline.errors import BrokerError
+    from pipeline.run.control import cancel_run
+    from pipeline.run.stored import check_run_id, runs_root
+    from pipeline.storage.s3 import Storage
+
+    settings = get_settings()
+    if runs_uri:
+        settings = settings.model_copy(update={"runs_uri": runs_uri})
+    client = redis.Redis.from_url(settings.limiter_redis_url)
+    try:
+        action = cancel_run(Storage.from_settings(settings), client, runs_root(settings), check_run_id(run_id),
+                            why=why)
+    except redis.RedisError as error:
+        raise BrokerError(f"Redis did not answer ({type(error).__name__}); the cancel needs it to reach the "
+                          "workers: check STS_LIMITER_URL, then cancel again") from None
+    Console(stderr=True).print(f"run {run_id} cancelled by {action.who} at {action.at}"
+                               + (f": {action.why}" if action.why else ""),
+                               markup=False, highlight=False)
