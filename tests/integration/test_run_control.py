@@ -1,0 +1,97 @@
+"""Run control with real processes: a cancelled run starts no request after the cancel, keeps what ran, and S3
+alone (after a Redis flush too) tells its cancelled lines from missing ones.
+
+A private offline server answers each request after 1.5 s; one worker converts two jobs at a time. Once 5 of 40 jobs
+have committed, ``sts-pipeline cancel`` is given: the server's request count read right after it returns never grows
+again, the jobs in flight then commit (``succeeded``), and every other job ends ``cancelled`` with a record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from pipeline.local.services import LocalStack
+from tests.support import VOICES, lane, sts_stats, wait_until, write_input, write_jsonl
+
+JOBS = 40
+
+
+@pytest.fixture
+def slow_sts(tmp_path: Path) -> Iterator[str]:
+    with LocalStack(workdir=tmp_path / "slow") as own:
+        own.start_sts("--latency-fixed", "1.5")
+        yield own.sts_url
+
+
+def _manifest(s3, tmp: Path, bucket: str) -> Path:  # type: ignore[no-untyped-def]
+    source = write_input(tmp / "in.wav", 1.0, seed=1)
+    lines = []
+    for i in range(JOBS):
+        s3.upload_file(str(source), bucket, f"in/clip{i}.wav")
+        lines.append({"id": f"clip-{i}", "input": f"s3://{bucket}/in/clip{i}.wav", "voice_id": VOICES[i % 4],
+                      "output_format": "pcm_16000", "output": f"s3://{bucket}/out/clip{i}.pcm"})
+    return write_jsonl(tmp / "cancel.jsonl", lines)
+
+
+def _records(s3, bucket: str) -> Counter[str]:  # type: ignore[no-untyped-def]
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="out/")
+            for item in page.get("Contents", [])]
+    return Counter("provenance" if k.endswith(".provenance.json") else "failure" for k in keys
+                   if k.endswith((".provenance.json", ".failure.json")))
+
+
+def _reconciled(test_lane, run_id: str, **env: str) -> dict:  # type: ignore[no-untyped-def]
+    report = test_lane.cli("reconcile", "--run", run_id, "--json", **env)
+    assert report.returncode == 1, report.stderr[-2000:]
+    return dict(json.loads(report.stdout)["totals"])
+
+
+def test_cancel_after_five_succeeded_starts_nothing_more_and_reconciles_without_missing(
+        stack: LocalStack, s3, bucket: str, tmp_path: Path, slow_sts: str) -> None:
+    manifest = _manifest(s3, tmp_path, bucket)
+    with lane(stack, STS_API_BASE_URL=slow_sts, STS_MAX_CONCURRENT_REQUESTS="2",
+              STS_RUNS_URI=f"s3://{bucket}/runs") as test_lane:
+        test_lane.start_worker(concurrency=2)
+        submitted = test_lane.cli("submit", str(manifest), "--run-id", "cancel-run")
+        assert submitted.returncode == 0, submitted.stderr[-2000:]
+        wait_until(lambda: _records(s3, bucket)["provenance"] >= 5, 120, "5 jobs to succeed")
+        cancelled = test_lane.cli("cancel", "cancel-run", "--why", "wrong voice")
+        at_cancel = sts_stats(slow_sts)
+        assert cancelled.returncode == 0, cancelled.stderr[-2000:]
+        wait_until(lambda: sum(_records(s3, bucket).values()) == JOBS, 120, "every job to end with a record")
+        wait_until(lambda: sts_stats(slow_sts)["in_flight"] == 0, 30, "the requests in flight to end")
+        status = test_lane.cli("status", "cancel-run")
+        live = _reconciled(test_lane, "cancel-run")
+        test_lane.close()
+        redis.Redis.from_url(stack.redis_url).flushdb()
+        durable = _reconciled(test_lane, "cancel-run", STS_BROKER_URL="redis://127.0.0.1:1/0")
+    stats = sts_stats(slow_sts)
+    assert stats["requests_total"] == at_cancel["requests_total"], (at_cancel, stats)  # nothing started after
+    control = json.loads(s3.get_object(Bucket=bucket, Key="runs/cancel-run/control.json")["Body"].read())
+    assert control["state"] == "cancelled" and control["actions"][0]["why"] == "wrong voice"
+    assert "@" in control["actions"][0]["who"]
+    cancel_at = datetime.fromisoformat(control["actions"][0]["at"])
+    records = _records(s3, bucket)
+    succeeded = records["provenance"]
+    assert 5 <= succeeded <= 5 + 2 + 2 and stats["successes"] == succeeded, (records, stats)
+    for i in range(JOBS):
+        key = f"out/clip{i}.pcm.provenance.json"
+        try:
+            record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            failure = json.loads(s3.get_object(Bucket=bucket, Key=f"out/clip{i}.pcm.failure.json")["Body"].read())
+            assert failure["status"] == "cancelled" and failure["error"]["reason"] == "cancelled"
+            assert failure["cost"]["requests"] == 0
+            continue
+        assert all(datetime.fromisoformat(a["started_at"]) < cancel_at for a in record["attempts"])
+    for totals in (live, durable):
+        assert totals["succeeded"] == succeeded and totals["cancelled"] == JOBS - succeeded, totals
+        assert totals["missing"] == 0 and totals["failed"] == 0, totals
+    assert "CANCELLED" in status.stdout and "wrong voice" in status.stdout, status.stdout + status.stderr
