@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipeline.cli._base import main
 from pipeline.cli._source import load_source, source_options
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pipeline.cli._source import Source
+    from pipeline.report.reconcile import RunReport
 
 
 @main.command()
@@ -23,9 +30,11 @@ from pipeline.cli._source import load_source, source_options
               help="Write the lines to re-run (failed, deferred, orphaned, missing) as manifests: into a directory "
                    "(existing, or ending in /) one file per shard, else all into one .jsonl or .csv file.")
 @click.option("--include-rejected", is_flag=True, help="Also put rejected (422) lines in the retry manifest.")
+@click.option("--results", "write_files", is_flag=True,
+              help="With --run: also write results.jsonl and errors.jsonl to the run's S3 prefix.")
 def reconcile(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None, output_prefix: str | None,
               as_json: bool, csv_path: Path | None, html_path: Path | None, retry_target: str | None,
-              include_rejected: bool) -> None:
+              include_rejected: bool, write_files: bool) -> None:
     """Report every line of MANIFESTs (or of --run RUN_ID): succeeded, failed by reason, rejected, deferred,
     orphaned, missing, invalid; quality flags, cost and throughput.
 
@@ -44,6 +53,8 @@ def reconcile(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | N
     notes = Console(stderr=True)
     source = load_source(manifests, run_id, runs_uri, output_prefix)
     report = reconcile_run(source.storage, source.shards, run_id=source.run_id, cancelled=run_cancelled(source))
+    if write_files:
+        _write_result_files(source, report, notes)
     to_retry = report.to_retry(include_rejected=include_rejected)
     written = write_retry_manifests(retry_target, to_retry) if retry_target else []
     if csv_path:
@@ -60,3 +71,13 @@ def reconcile(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | N
     else:
         print_report(report, Console())
     sys.exit(0 if report.all_succeeded else 1)
+
+
+def _write_result_files(source: Source, report: RunReport, notes: Console) -> None:
+    from pipeline.report.results import write_results
+    from pipeline.run.stored import run_prefix, runs_root
+
+    if not source.run_id:
+        raise click.UsageError("--results needs --run RUN_ID: the files go to the run's S3 prefix")
+    written = write_results(source.storage, run_prefix(runs_root(source.settings), source.run_id), report)
+    notes.print(f"wrote {', '.join(map(str, written))}", markup=False, highlight=False)

@@ -66,6 +66,11 @@ class JobResult:
     requests: int = 0
     finished_at: datetime | None = None
     quality: dict[str, Any] = field(default_factory=dict)
+    #: every request id of the job's attempts, the input and output durations and the job's wall time (results.jsonl)
+    request_ids: tuple[str, ...] = ()
+    durations: dict[str, float] = field(default_factory=dict)
+    #: a rejection's API ``detail`` as the service sent it (errors.jsonl)
+    detail: Any = None
 
     @property
     def drift_ms(self) -> float | None:
@@ -209,7 +214,8 @@ def classify(entry: ManifestEntry, *, where: str, output_exists: bool, committed
         except RecordError:  # committed all the same: its state is sure, its figures are not readable
             return JobResult(state=JobState.SUCCEEDED, **base)
         return JobResult(state=JobState.SUCCEEDED, **base, credits=record.cost.credits,
-                         requests=record.cost.requests, finished_at=record.finished_at, quality=record.quality)
+                         requests=record.cost.requests, finished_at=record.finished_at, quality=record.quality,
+                         request_ids=tuple(record.request_ids), durations=_durations(record))
     if failure is not None:
         return _from_failure(failure, base, entry)
     return JobResult(state=JobState.ORPHAN if output_exists else JobState.MISSING, **base)
@@ -230,7 +236,15 @@ def _from_failure(stored: dict[str, Any], base: dict[str, Any], entry: ManifestE
                      error_class=_text_or_none(record.error.get("error_class")),
                      http_status=status if isinstance(status, int) else None,
                      request_id=_text_or_none(record.error.get("request_id")), credits=record.cost.credits,
-                     requests=record.cost.requests, finished_at=record.finished_at)
+                     requests=record.cost.requests, finished_at=record.finished_at,
+                     request_ids=tuple(record.request_ids), detail=record.error.get("detail"))
+
+
+def _durations(record: ProvenanceRecord) -> dict[str, float]:
+    """Input and output seconds and the job's wall time, as far as the record holds them."""
+    found = {"input_s": _number(record.input.get("duration_s")), "output_s": _number(record.output.get("duration_s")),
+             "total_s": _number(record.timings.get("total_s")), "queue_wait_s": _number(record.timings.get("queue_wait_s"))}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -2,6 +2,9 @@
 
     <runs root>/<run_id>/run.json              run id, created, output prefix, budget, shard names, package version
     <runs root>/<run_id>/manifests/<shard>     a byte-exact copy of each manifest as submitted
+    <runs root>/<run_id>/control.json          what operators did to the run (cancel; ``pipeline.run.control``)
+    <runs root>/<run_id>/results.jsonl         one line per manifest line; errors.jsonl the non-successes
+                                               (``pipeline.report.results``)
 
 The runs root is ``STS_RUNS_URI``, or ``s3://<first output bucket>/sts-runs``.
 """
@@ -53,6 +56,11 @@ class StoredRun:
 def _join(root: S3Uri, *parts: str) -> S3Uri:
     key = "/".join(p for p in (root.key, *parts) if p)
     return S3Uri(root.bucket, key)
+
+
+def run_prefix(root: S3Uri, run_id: str) -> S3Uri:
+    """``<runs root>/<run_id>``: where a run's copy, control record and result files live."""
+    return _join(root, check_run_id(run_id))
 
 
 def save_run(storage: Storage, root: S3Uri, run_id: str, info: dict[str, Any], manifests: dict[str, bytes]) -> None:
