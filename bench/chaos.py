@@ -50,7 +50,7 @@ from tests.secret_scan import SecretScanner
 HARD_STOP_S = 480
 CAP = 4
 GOOD_JOBS = 200
-REJECTED_JOBS = 4  # inputs longer than the server's --max-input-seconds: 422, tried once
+REJECTED_JOBS = 4  # inputs longer than the server's --max-input-seconds: 400 audio_too_long, tried once
 MISSING_JOBS = 3  # the input object does not exist
 NOT_AUDIO_JOBS = 2  # the input is text
 DISTINCT_CLIPS = 24  # the good inputs' bytes come from this many recordings of 1-3 s

@@ -38,7 +38,7 @@ def rows(figures: dict[str, Any], *, cap: int, hard_stop_s: int) -> list[tuple[s
         ("manifest lines", str(lines), f"{terminal} + {lost} lost", terminal + lost == lines),
         ("succeeded", str(totals["succeeded"]), f"{manifest.get('good')} (every good line)",
          totals["succeeded"] == manifest.get("good")),
-        ("rejected (422, tried once)", str(totals["rejected"]), str(manifest.get("rejected_planted")),
+        ("rejected (400 audio_too_long, tried once)", str(totals["rejected"]), str(manifest.get("rejected_planted")),
          totals["rejected"] == manifest.get("rejected_planted")),
         ("failed, by reason", f"{totals['failed']}: {_failed_by_reason(report)}",
          f"{planted_failures} (missing_input, not_audio)", totals["failed"] == planted_failures),
