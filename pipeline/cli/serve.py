@@ -48,6 +48,9 @@ def _first_problem(error: Any) -> str:
               help="Accept only this xi-api-key (repeatable). Default: any non-empty key.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
               help="Conversion threads shared by all requests.")
+@click.option("--engine", type=click.Choice(["world", "light"]), default="world", show_default=True,
+              help="world: WORLD voice conversion. light: a fixed gain and polarity flip, a load generator that "
+                   "costs almost no CPU (same formats, timing, headers, faults and latency model; not a voice).")
 @click.option("--max-input-seconds", default=MAX_INPUT_SECONDS, show_default=True,
               type=click.FloatRange(min=0.1), help="Longer inputs get 400 audio_too_long.")
 @click.option("--max-input-bytes", default=MAX_INPUT_BYTES, show_default=True, type=click.IntRange(min=1),
@@ -92,7 +95,7 @@ def _first_problem(error: Any) -> str:
 @click.option("--fault-seed", default=None, type=int, help="Seed for reproducible fault draws.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_local(host: str, port: int, api_keys: tuple[str, ...], workers: int, max_input_seconds: float,
+def serve_local(host: str, port: int, api_keys: tuple[str, ...], workers: int, engine: str, max_input_seconds: float,
                 max_input_bytes: int, credits_per_second: float | None, tier: str | None, credits_limit: int | None,
                 credits_used: int, models_file: Path | None, voices_file: Path | None, generated_voices: int,
                 plan_concurrency: int | None, max_concurrent: int | None, rate_limit_per_minute: int | None,
@@ -127,5 +130,5 @@ def serve_local(host: str, port: int, api_keys: tuple[str, ...], workers: int, m
         api_keys=tuple(api_keys), max_input_seconds=max_input_seconds, max_input_bytes=max_input_bytes,
         credits_per_second=credits_per_second if credits_per_second is not None
         else get_settings().credits_per_second,
-        plan_concurrency=plan_concurrency, workers=workers, faults=faults, account=account_settings)
+        plan_concurrency=plan_concurrency, workers=workers, engine=engine, faults=faults, account=account_settings)
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)

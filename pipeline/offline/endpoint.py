@@ -203,13 +203,14 @@ def _bill(state: ServerState, cost: int) -> None:
     state.stats.billed_credits += cost
 
 
-def _render_job(conversion: Conversion) -> RenderJob:
+def _render_job(conversion: Conversion, engine: str) -> RenderJob:
     params = conversion.params
     latency = params.query.optimize_streaming_latency or 0
     return RenderJob(samples=conversion.samples, transform=transform_for(conversion.voice, params.settings_overrides),
                      seed=params.form.seed if params.form.seed is not None else secrets.randbelow(2**32),
                      output=OUTPUT_FORMATS[params.query.output_format],
-                     remove_background_noise=params.form.remove_background_noise, first_block_s=BLOCK_S / 2**latency)
+                     remove_background_noise=params.form.remove_background_noise, first_block_s=BLOCK_S / 2**latency,
+                     engine=engine)
 
 
 async def _respond(state: ServerState, conversion: Conversion, draw: Draw, cost: int, headers: dict[str, str],
@@ -218,7 +219,7 @@ async def _respond(state: ServerState, conversion: Conversion, draw: Draw, cost:
     headers["character-cost"] = str(cost)
     if conversion.params.query.enable_logging:
         headers["history-item-id"] = _history_item_id()
-    job = _render_job(conversion)
+    job = _render_job(conversion, state.config.engine)
     min_total_s = state.faults.settings.min_total_s(conversion.audio_s)
 
     async def pace(done_fraction: float) -> None:

@@ -27,6 +27,8 @@ class ServerConfig:
     credits_per_second: float = DEFAULT_CREDITS_PER_SECOND
     plan_concurrency: int | None = None  # reported cap when no cap is enforced; None: the tier's
     workers: int = 2
+    #: ``world`` converts the voice; ``light`` is a near-free load generator (``pipeline.offline.light``)
+    engine: str = "world"
     faults: FaultSettings = field(default_factory=FaultSettings)
     account: AccountSettings = field(default_factory=AccountSettings)
 
