@@ -44,7 +44,7 @@ from bench import chaos_audit as audit
 from bench.chaos_report import print_table
 from pipeline.local.services import LocalStack, Service, free_port
 from pipeline.local.samples import speech_like
-from tests.secret_scan import SecretScanner
+from pipeline.local.secret_scan import SecretScanner
 
 #: the whole drill, setup to table; a SIGALRM a little later stops it wherever it is (services are still stopped)
 HARD_STOP_S = 480
@@ -444,7 +444,7 @@ class Drill:
         s3_hits = [str(hit) for hit in self.scanner.scan_s3(s3)]  # every version of every object
         log_hits = [str(hit) for hit in self.scanner.scan_paths(logs)]
         self.figures["secrets"] = {
-            "scanner": "tests/secret_scan.py", "redis": redis_hits, "s3": s3_hits,
+            "scanner": "pipeline/local/secret_scan.py", "redis": redis_hits, "s3": s3_hits,
             "logs": log_hits, "total": len(redis_hits) + len(s3_hits) + len(log_hits),
             "scanned": {"redis keys before the wipe": self.redis_keys_before_wipe,
                         "redis keys at the end": int(self.redis().dbsize()),

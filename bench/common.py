@@ -8,29 +8,24 @@ Everything runs on loopback. Every wait is bounded; a lane's workers are registe
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import httpx
-import redis
 from botocore.config import Config
 
+from pipeline.local.lane import Lane, wait_for_log  # noqa: F401  (the shared harness; benchmarks import it from here)
 from pipeline.local.services import LOCAL_AWS_ENV, LocalStack, Service
 from pipeline.storage.scan import scan_outputs
 from pipeline.offline.voices import VOICES
-from pipeline.run.progress import done_count
 from pipeline.storage.records import failure_uri, provenance_uri
-from pipeline.run.state import RunState
 from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage
 
@@ -72,70 +67,6 @@ class BatchJob:
 
 
 # --- lanes: a queue, an API key (so a limiter of its own) and settings, with their workers
-
-@dataclass
-class Lane:
-    """One benchmark's workers and CLI runs on a stack, with their own queue, API key and settings."""
-
-    stack: LocalStack
-    queue: str
-    api_key: str
-    overrides: dict[str, str] = field(default_factory=dict)
-    workers: list[Service] = field(default_factory=list)
-
-    def env(self) -> dict[str, str]:
-        return {**self.stack.env(), "STS_QUEUE": self.queue, "STS_API_KEY": self.api_key, **self.overrides}
-
-    def start_workers(self, count: int, concurrency: int, ready_timeout_s: float = 90.0) -> list[Service]:
-        """Start ``count`` workers of ``concurrency`` processes each and wait until every one says it is ready."""
-        started = []
-        for _ in range(count):
-            service = self.stack.start_worker(concurrency, name=f"{self.queue}-w{len(self.workers)}",
-                                              extra_env=self.env())
-            self.workers.append(service)
-            started.append(service)
-        for service in started:
-            wait_for_log(service, "ready.", ready_timeout_s)
-        return started
-
-    def stop_workers(self) -> None:
-        for service in self.workers:
-            service.stop()
-
-    def submit(self, manifest: Path, timeout_s: float = 120.0) -> str:
-        """``sts-pipeline submit MANIFEST`` (no wait); return the run id it prints."""
-        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "submit", str(manifest)], env=self.env(),
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"submit failed ({done.returncode}): {done.stderr[-2000:]}")
-        return done.stdout.strip().splitlines()[-1]
-
-    def wait(self, run_id: str, total: int, timeout_s: float, poll_s: float = 0.25) -> Counter[str]:
-        """Poll the run's live state until every job is terminal or ``timeout_s`` passes; return the counts."""
-        client = redis.Redis.from_url(self.stack.redis_url)
-        state = RunState(client, run_id)
-        deadline = time.monotonic() + timeout_s
-        try:
-            while True:
-                counts = state.counts()
-                if done_count(counts) >= total or time.monotonic() > deadline:
-                    return counts
-                time.sleep(poll_s)
-        finally:
-            client.close()
-
-
-def wait_for_log(service: Service, text: str, timeout_s: float) -> None:
-    """Block until ``text`` appears in the service's log (bounded; fails if the service exits first)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if service.log_path.exists() and text in service.log_path.read_text(errors="replace"):
-            return
-        if not service.alive():
-            raise RuntimeError(f"{service.name} exited before it was ready; see {service.log_path}")
-        time.sleep(0.2)
-    raise RuntimeError(f"{service.name} was not ready after {timeout_s:.0f} s; see {service.log_path}")
-
 
 # --- S3
 

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +13,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from pipeline.local.services import LocalStack, Service
+from pipeline.local.lane import Lane, lane  # noqa: F401  (the shared harness; the tests import it from here)
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.local.samples import speech_like
 
@@ -25,46 +21,6 @@ VOICES = ("BKkWQENix2VWeAv6YV5R", "AxUN8DXFT6JYQPLTV7j9", "vK7n2rg6OeynABb4ilbv"
 #: worker settings that make a dead worker's job come back within seconds (tests of redelivery)
 FAST_REDELIVERY = {"STS_VISIBILITY_TIMEOUT_S": "8", "STS_HEARTBEAT_INTERVAL_S": "2", "STS_RESTORE_INTERVAL_S": "1",
                    "STS_LEASE_S": "6"}
-
-
-@dataclass
-class Lane:
-    """One test's private lane on the shared services: its own queue, API key (so its own limiter) and buckets."""
-
-    stack: LocalStack
-    queue: str
-    api_key: str
-    overrides: dict[str, str] = field(default_factory=dict)
-    workers: list[Service] = field(default_factory=list)
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = self.stack.env()
-        env.update({"STS_QUEUE": self.queue, "STS_API_KEY": self.api_key, **self.overrides, **extra})
-        return env
-
-    def start_worker(self, concurrency: int = 2, **extra: str) -> Service:
-        service = self.stack.start_worker(concurrency, name=f"{self.queue}-w{len(self.workers)}",
-                                          extra_env=self.env(**extra))
-        self.workers.append(service)
-        return service
-
-    def cli(self, *args: str, timeout_s: float = 300, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=self.env(**extra),
-                              capture_output=True, text=True, timeout=timeout_s)
-
-    def close(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-
-
-@contextmanager
-def lane(stack: LocalStack, **overrides: str) -> Iterator[Lane]:
-    tag = uuid.uuid4().hex[:8]
-    current = Lane(stack, queue=f"q-{tag}", api_key=f"test-key-{tag}", overrides=dict(overrides))
-    try:
-        yield current
-    finally:
-        current.close()
 
 
 def write_input(path: Path, seconds: float, *, sr: int = 16000, seed: int = 0) -> Path:

@@ -32,7 +32,7 @@ import redis
 from pipeline.local.services import LocalStack, free_port, wait_for_port
 from pipeline.manifest.keys import MAX_OUTPUT_KEY_BYTES
 from pipeline.run.broker import FIX_COMMAND, FIX_CONF_LINE
-from tests.secret_scan import SecretScanner
+from pipeline.local.secret_scan import SecretScanner
 from tests.support import VOICES, lane, sts_stats, wait_until, write_input, write_jsonl
 
 TAG = uuid.uuid4().hex[:8]

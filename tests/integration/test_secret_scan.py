@@ -28,7 +28,7 @@ from pipeline.errors import PipelineError, redact, register_secret
 from pipeline.manifest.job import Job
 from pipeline.run.progress import wait_for_run
 from pipeline.api.client import StsClient
-from tests.secret_scan import Hit, SecretScanner, scan
+from pipeline.local.secret_scan import Hit, SecretScanner, scan
 from tests.support import VOICES, lane, write_input, write_jsonl
 
 TOKEN = secrets.token_hex(8)
