@@ -20,6 +20,7 @@ BOUNDARY = ROOT / "pipeline" / "audio" / "ffmpeg.py"
 OTHER_PROGRAMS = {
     "pipeline/local/services.py": "redis-server, moto, the offline STS server and Celery workers",
     "pipeline/local/demo.py": "espeak-ng for the spoken samples, and the CLI's submit",
+    "pipeline/local/lane.py": "the CLI (submit, reconcile, ...) for tests and benchmarks",
 }
 #: the offline server plays the vendor and keeps its own ffmpeg; it must not share the client's code
 OWN_FFMPEG = ("pipeline/offline/",)
