@@ -13,6 +13,7 @@ from pipeline.conversion.claim import JobClaimed
 from pipeline.conversion.context import WorkerContext
 from pipeline.conversion.job import run_job
 from pipeline.errors import SlotUnavailableError, StorageUnavailableError
+from pipeline.run.finish import finish_if_last
 from pipeline.run.message import TASK_CONVERT, JobMessage
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def convert(self: Task, message: dict) -> str:  # type: ignore[type-arg]
     worker = worker_context()
     job_message = JobMessage.from_dict(message)
     try:
-        return run_job(worker.for_job(job_message, task_id=self.request.id)).value
+        state = run_job(worker.for_job(job_message, task_id=self.request.id))
     except (SlotUnavailableError, JobClaimed) as error:
         if isinstance(error, JobClaimed):
             log.info("job %s: %s", job_message.job_id, error.message)
@@ -46,3 +47,6 @@ def convert(self: Task, message: dict) -> str:  # type: ignore[type-arg]
     except StorageUnavailableError as error:
         log.warning("job %s: S3 unavailable (%s); re-queued", job_message.job_id, error.message)
         raise self.retry(countdown=5.0 * random.uniform(1, 3), max_retries=MAX_STORAGE_REQUEUES) from None
+    # the job's outcome is decided; the run's last job writes its result files (exactly once, pipeline.run.finish)
+    finish_if_last(worker.redis, worker.storage, job_message.run_id, job_message.job_id, state, worker.settings)
+    return state.value

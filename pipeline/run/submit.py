@@ -12,6 +12,7 @@ from celery import Celery
 
 from pipeline import __version__
 from pipeline.run.budget import Budget
+from pipeline.run.finish import RunFinish
 from pipeline.storage.scan import scan_outputs
 from pipeline.manifest.load import ManifestEntry, Shard
 from pipeline.run.message import TASK_CONVERT, JobMessage, task_id
@@ -53,6 +54,7 @@ def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence
     todo = [e for e in chosen if e.output not in done]
     state.mark_many((e.job_id for e in skipped), JobState.SKIPPED)
     state.mark_many((e.job_id for e in todo), JobState.QUEUED)
+    RunFinish(client, run_id).expect(len(todo))  # before any job can end: the last one writes the result files
     now = time.time()
     with app.producer_or_acquire() as producer:
         for entry in todo:

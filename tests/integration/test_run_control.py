@@ -3,7 +3,8 @@ alone (after a Redis flush too) tells its cancelled lines from missing ones.
 
 A private offline server answers each request after 1.5 s; one worker converts two jobs at a time. Once 5 of 40 jobs
 have committed, ``sts-pipeline cancel`` is given: the server's request count read right after it returns never grows
-again, the jobs in flight then commit (``succeeded``), and every other job ends ``cancelled`` with a record.
+again, the jobs in flight then commit (``succeeded``), and every other job ends ``cancelled`` with a record; the
+worker that ends the last job writes results.jsonl and errors.jsonl once.
 """
 
 from __future__ import annotations
@@ -47,6 +48,26 @@ def _records(s3, bucket: str) -> Counter[str]:  # type: ignore[no-untyped-def]
                    if k.endswith((".provenance.json", ".failure.json")))
 
 
+def _exists(s3, bucket: str, key: str) -> bool:  # type: ignore[no-untyped-def]
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount"))
+
+
+def _check_result_files(s3, bucket: str, succeeded: int) -> None:  # type: ignore[no-untyped-def]
+    """results.jsonl (written by the worker that ended the last job) has one line per manifest line, errors.jsonl
+    exactly the non-successes."""
+    def read(name: str) -> list[dict]:  # type: ignore[type-arg]
+        body = s3.get_object(Bucket=bucket, Key=f"runs/cancel-run/{name}")["Body"].read().decode()
+        return [json.loads(text) for text in body.splitlines()]
+
+    results, errors = read("results.jsonl"), read("errors.jsonl")
+    assert [r["line"] for r in results] == list(range(1, JOBS + 1))
+    assert [r["id"] for r in results] == [f"clip-{i}" for i in range(JOBS)]
+    assert Counter(r["state"] for r in results) == {"succeeded": succeeded, "cancelled": JOBS - succeeded}
+    assert [e["line"] for e in errors] == [r["line"] for r in results if r["state"] != "succeeded"]
+    assert {e["reason"] for e in errors} == {"cancelled"}
+    assert all(r["request_ids"] and r["durations"]["input_s"] > 0 for r in results if r["state"] == "succeeded")
+
+
 def _reconciled(test_lane, run_id: str, **env: str) -> dict:  # type: ignore[no-untyped-def]
     report = test_lane.cli("reconcile", "--run", run_id, "--json", **env)
     assert report.returncode == 1, report.stderr[-2000:]
@@ -67,6 +88,8 @@ def test_cancel_after_five_succeeded_starts_nothing_more_and_reconciles_without_
         assert cancelled.returncode == 0, cancelled.stderr[-2000:]
         wait_until(lambda: sum(_records(s3, bucket).values()) == JOBS, 120, "every job to end with a record")
         wait_until(lambda: sts_stats(slow_sts)["in_flight"] == 0, 30, "the requests in flight to end")
+        wait_until(lambda: _exists(s3, bucket, "runs/cancel-run/results.jsonl"), 60, "the run's result files")
+        log = "".join(w.log_path.read_text() for w in test_lane.workers)
         status = test_lane.cli("status", "cancel-run")
         live = _reconciled(test_lane, "cancel-run")
         test_lane.close()
@@ -94,4 +117,6 @@ def test_cancel_after_five_succeeded_starts_nothing_more_and_reconciles_without_
     for totals in (live, durable):
         assert totals["succeeded"] == succeeded and totals["cancelled"] == JOBS - succeeded, totals
         assert totals["missing"] == 0 and totals["failed"] == 0, totals
+    _check_result_files(s3, bucket, succeeded)
+    assert log.count("run cancel-run finished: wrote") == 1, log[-3000:]
     assert "CANCELLED" in status.stdout and "wrong voice" in status.stdout, status.stdout + status.stderr
