@@ -35,9 +35,11 @@ class Settings(BaseSettings):
     limiter_url: str = ""  # Redis for the limiter, run state and budgets; empty = the broker's
     s3_endpoint_url: str = ""  # empty = AWS; credentials come from boto3's usual chain
     s3_region: str = "us-east-1"
-    runs_uri: str = ""  # s3://bucket/prefix where runs keep their manifests; empty = s3://<first output bucket>/sts-runs
+    #: s3://bucket/prefix where runs keep their manifests; empty = s3://<first output bucket>/sts-runs
+    runs_uri: str = ""
     queue: str = "sts"
-    allow_evicting_broker: bool = False  # accept a Redis whose maxmemory-policy may drop queued jobs (see run/broker.py)
+    #: accept a Redis whose maxmemory-policy may drop queued jobs (see run/broker.py)
+    allow_evicting_broker: bool = False
     #: ask the account before spending (plan, submit, retry): voices, models, the tier's formats, credits left
     preflight: bool = True
 

@@ -92,7 +92,8 @@ class Account:
     def subscription(self) -> Subscription:
         body = self._get("/v1/user/subscription")
         data = body if isinstance(body, dict) else {}
-        return Subscription(tier=str(data.get("tier") or "unknown"), character_count=_int(data.get("character_count")) or 0,
+        return Subscription(tier=str(data.get("tier") or "unknown"),
+                            character_count=_int(data.get("character_count")) or 0,
                             character_limit=_int(data.get("character_limit")) or 0,
                             next_reset_unix=_int(data.get("next_character_count_reset_unix")))
 

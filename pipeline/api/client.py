@@ -1,8 +1,8 @@
 """The speech-to-speech HTTP client: one streamed request, its response classified into our errors.
 
 Request and response are streamed from and to files, so memory does not grow with the audio. The client makes one
-attempt; retries, limits and budgets belong to ``pipeline.conversion.calls``. The API key travels only in the ``xi-api-key``
-header and never appears in an exception or a returned record.
+attempt; retries, limits and budgets belong to ``pipeline.conversion.calls``. The API key travels only in the
+``xi-api-key`` header and never appears in an exception or a returned record.
 
 An error answer becomes a ``PipelineError`` through the one table in ``pipeline.api.problems``. A 200 is not trusted
 (``pipeline.api.response``): its first bytes must start the requested format, it may not be longer than the expected

@@ -22,10 +22,10 @@ from typing import Any
 
 import redis
 
+from pipeline._redis import is_hash_tag_safe, text
 from pipeline.api.backoff import MAX_RETRY_AFTER_S, retry_after_from_headers
 from pipeline.api.headers import header_count
 from pipeline.api.problems import CONCURRENT_LIMIT_EXCEEDED, limit_kind
-from pipeline._redis import is_hash_tag_safe, text
 from pipeline.config import Settings
 from pipeline.errors import SlotUnavailableError
 

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.api.backoff import retry_after_from_headers
@@ -216,7 +216,7 @@ def _when(epoch: float | None) -> str:
     if epoch is None:
         return ("the service did not say when they reset (GET /v1/user/subscription's "
                 "next_character_count_reset_unix does)")
-    return f"they reset at {datetime.fromtimestamp(epoch, timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+    return f"they reset at {datetime.fromtimestamp(epoch, UTC).strftime('%Y-%m-%d %H:%M UTC')}"
 
 
 def _quota(answer: Answer) -> PipelineError:
@@ -450,7 +450,7 @@ def _epoch(value: Any) -> float | None:
             except ValueError:
                 return None
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
+                parsed = parsed.replace(tzinfo=UTC)
             return parsed.timestamp()
     else:
         return None

@@ -7,8 +7,8 @@
   arrived, before the rest is read). mp3: an ID3v2 tag or an MPEG audio frame header (its sample rate, when
   readable, must be the format's). opus: an Ogg page (``OggS``) holding ``OpusHead``. pcm, μ-law and A-law have no
   header, so only what is clearly something else is refused: another container's signature (RIFF/WAV, ID3, Ogg,
-  FLAC, MP4, Matroska…) or a text page (HTML, XML, JSON). A ``Content-Type`` of text or JSON is refused for every format, and a pcm body
-  of an odd number of bytes is not 16-bit samples.
+  FLAC, MP4, Matroska…) or a text page (HTML, XML, JSON). A ``Content-Type`` of text or JSON is refused for every
+  format, and a pcm body of an odd number of bytes is not 16-bit samples.
 - **oversized_response**: more bytes than the expected output duration can take at the format's bitrate, with a
   generous margin (``byte_bound``): a body that never ends stops here, not at the disk's end.
 - **deadline**: the whole request (upload, wait, download) ran past its deadline (``request_deadline_s``), which

@@ -6,7 +6,8 @@ leaves an episode wherever the voice put it. A line opts in with ``master: "podc
 
 How: measure the decoded output (``loudness.measure_loudness``), then decode it again, apply one linear gain, and
 limit the samples whose 4x oversampled peak would pass the ceiling (a gain envelope held 4 ms on each side of a
-peak and smoothed, so it never rises above what the peak needs), and encode once at the line's own format from the float signal.
+peak and smoothed, so it never rises above what the peak needs), and encode once at the line's own format from the
+float signal.
 Every block keeps its samples, so the duration is exactly the unmastered one. A lossy encoder can push peaks back
 up a little, so the encoded file is measured, and when it is over the ceiling or off the target it is encoded
 again from the same float signal with the correction (never from the lossy file: one generation only).

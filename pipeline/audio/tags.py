@@ -168,7 +168,7 @@ def _built_id3(found: SourceTags, speed: float) -> ID3:
     for picture in found.pictures:
         tags.add(APIC(encoding=3, mime=picture.mime, type=picture.kind, desc=picture.description, data=picture.data))
     ids = [f"chp{n}" for n in range(len(found.chapters))]
-    for element_id, chapter in zip(ids, found.chapters):
+    for element_id, chapter in zip(ids, found.chapters, strict=True):
         tags.add(CHAP(element_id=element_id, start_time=_scaled(chapter.start_ms, speed),
                       end_time=_scaled(chapter.end_ms, speed), sub_frames=[TIT2(encoding=3, text=[chapter.title])]))
     if ids:

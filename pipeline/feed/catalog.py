@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import FeedError
-from pipeline.feed.fetch import FetchLimits, fetch_episode
+from pipeline.feed.fetch import DEFAULT_LIMITS, FetchLimits, fetch_episode
 from pipeline.feed.manifest import LineOptions, line_for
 from pipeline.feed.read import Episode
 from pipeline.s3uri import S3Uri
@@ -27,7 +27,7 @@ class Catalog:
 
 
 def build_catalog(storage: Storage, episodes: Iterable[Episode], prefix: S3Uri, options: LineOptions, *,
-                  limits: FetchLimits = FetchLimits(), progress: Callable[[str], None] = lambda line: None) -> Catalog:
+                  limits: FetchLimits = DEFAULT_LIMITS, progress: Callable[[str], None] = lambda line: None) -> Catalog:
     """Fetch each episode into S3 under ``prefix`` (once) and make its manifest line."""
     catalog = Catalog()
     seen: set[str] = set()

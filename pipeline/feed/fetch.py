@@ -44,6 +44,10 @@ class FetchLimits:
     policy: net.AddressPolicy = net.AddressPolicy()
 
 
+#: the bounds a download gets unless the caller sets others
+DEFAULT_LIMITS = FetchLimits()
+
+
 @dataclass(frozen=True)
 class Fetched:
     episode: Episode
@@ -116,7 +120,8 @@ def _stored(storage: Storage, uri: S3Uri) -> tuple[int, dict[str, str]] | None:
     return int(head["ContentLength"]), dict(head.get("Metadata") or {})
 
 
-def _already_there(storage: Storage, uri: S3Uri, episode: Episode, http: httpx.Client, limits: FetchLimits) -> int | None:
+def _already_there(storage: Storage, uri: S3Uri, episode: Episode, http: httpx.Client,
+                   limits: FetchLimits) -> int | None:
     """The stored size when the stored object is this enclosure, unchanged; None when it must be fetched."""
     stored = _stored(storage, uri)
     if stored is None:

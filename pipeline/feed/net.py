@@ -49,6 +49,10 @@ class AddressPolicy:
         return None
 
 
+#: the default: public addresses only (loopback, private, link-local and the like refused)
+DEFAULT_POLICY = AddressPolicy()
+
+
 #: the policy tests use: their servers listen on 127.0.0.1
 LOOPBACK_ALLOWED = AddressPolicy(allow_loopback=True)
 

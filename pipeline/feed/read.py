@@ -119,7 +119,7 @@ def _next_page(parsed: Any, base: str) -> str | None:
     return None
 
 
-def read_pages(source: str, *, policy: net.AddressPolicy = net.AddressPolicy(), max_pages: int = MAX_PAGES,
+def read_pages(source: str, *, policy: net.AddressPolicy = net.DEFAULT_POLICY, max_pages: int = MAX_PAGES,
                timeout_s: float = 30.0) -> tuple[list[tuple[str, bytes, Any]], bool]:
     """Each page of the feed as (URL or path, bytes, feedparser's result), and whether pages were left unread."""
     pages: list[tuple[str, bytes, Any]] = []
@@ -136,7 +136,7 @@ def read_pages(source: str, *, policy: net.AddressPolicy = net.AddressPolicy(), 
     return pages, bool(page_url and page_url not in seen)
 
 
-def read_feed(source: str, *, policy: net.AddressPolicy = net.AddressPolicy(), max_pages: int = MAX_PAGES,
+def read_feed(source: str, *, policy: net.AddressPolicy = net.DEFAULT_POLICY, max_pages: int = MAX_PAGES,
               timeout_s: float = 30.0) -> Feed:
     """Every episode of the feed at ``source`` (URL or file), following ``rel="next"`` up to ``max_pages`` pages."""
     pages, truncated = read_pages(source, policy=policy, max_pages=max_pages, timeout_s=timeout_s)

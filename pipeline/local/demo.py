@@ -19,12 +19,12 @@ from rich.table import Table
 
 from pipeline.audio.prepare import resample_mono
 from pipeline.config import Settings
+from pipeline.local.samples import write_speech_like
 from pipeline.local.services import LocalStack
 from pipeline.manifest.load import Shard, load_manifest
 from pipeline.run.stored import runs_root
-from pipeline.storage.records import ProvenanceRecord, provenance_uri
 from pipeline.s3uri import S3Uri
-from pipeline.local.samples import write_speech_like
+from pipeline.storage.records import ProvenanceRecord, provenance_uri
 from pipeline.storage.s3 import Storage, sha256_file
 
 MANIFEST = Path("manifests/examples/demo.jsonl")
@@ -116,7 +116,8 @@ def main() -> int:
             report = OUT_DIR / "report.html"
             runs = runs_root(Settings(), S3Uri.parse(outputs[0]).bucket)
             subprocess.run([sys.executable, "-m", "pipeline.cli", "reconcile", "--run", run_id, "--runs-uri", str(runs),
-                            "--html", str(report)], env=stack.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            "--html", str(report)], env=stack.env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
         say("stopping the local services")
     say(f"run {run_id}: {copied} files (the outputs and a .provenance.json beside each: input hash, request, every "
         f"attempt, quality, cost) are in ./{OUT_DIR}/, with the run's report in ./{report}", soft_wrap=True)

@@ -23,8 +23,8 @@ from pydantic import BaseModel
 
 from pipeline.errors import ManifestError
 from pipeline.manifest.job import Job, VoiceSettings
-from pipeline.manifest.messages import FILE, LINE, describe, suggestion
 from pipeline.manifest.lines import RawLine, RawShard, text_lines
+from pipeline.manifest.messages import FILE, LINE, describe, suggestion
 
 HEADER = "(header)"
 _FLAT_PREFIX = "voice_settings."

@@ -28,12 +28,12 @@ from pydantic import ValidationError
 from pipeline.config import Settings
 from pipeline.errors import ManifestError
 from pipeline.keys import RECORD_SUFFIXES, WORK_SUFFIX, derived_keys
-from pipeline.manifest.job import Job
 from pipeline.manifest.csv import read_csv, render_csv
 from pipeline.manifest.fanout import expand_line
+from pipeline.manifest.job import Job
 from pipeline.manifest.keys import output_key_problems
-from pipeline.manifest.messages import FILE, LINE, problems_from_error
 from pipeline.manifest.lines import RawLine, RawShard, encoding_problem, read_jsonl
+from pipeline.manifest.messages import FILE, LINE, problems_from_error
 from pipeline.s3uri import S3Uri
 from pipeline.text import printable
 

@@ -1,9 +1,9 @@
 """The JSON Schema (draft 2020-12) of one manifest line, generated from the ``Job`` model.
 
 The committed ``manifests/schema.json`` is this module's output; regenerate it with
-``python -m pipeline.manifest.schema > manifests/schema.json``. The schema is for editors and other tools: it cannot express
-every check the loader makes (S3 key rules, duplicate outputs, allowed buckets), so ``sts-pipeline validate`` stays
-the authority.
+``python -m pipeline.manifest.schema > manifests/schema.json``. The schema is for editors and other tools: it cannot
+express every check the loader makes (S3 key rules, duplicate outputs, allowed buckets), so ``sts-pipeline validate``
+stays the authority.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Batch-style result files: what scripts read instead of scraping the report, kept with the run in S3.
 
-    <run prefix>/results.jsonl   one line per manifest line (an invalid one says ``invalid``), ordered by shard and line: the manifest's ``id``,
-                                 shard, line, job id, state, output URI, durations, credits, requests, request ids
+    <run prefix>/results.jsonl   one line per manifest line (an invalid one says ``invalid``), ordered by shard
+                                 and line: the manifest's ``id``, shard, line, job id, state, output URI,
+                                 durations, credits, requests, request ids
     <run prefix>/errors.jsonl    the lines that did not succeed (failed, rejected, deferred, orphan, missing,
-                                 cancelled), same order: state, reason, message, HTTP status, request id, the API's
-                                 ``detail`` for a rejection
+                                 cancelled, invalid), same order: state, reason, message, HTTP status, request
+                                 id, the API's ``detail`` for a rejection
 
 The run prefix is ``<runs root>/<run_id>`` (``pipeline.run.stored``). Both files are built from a ``RunReport`` (S3
 alone, like every report), so they can be rebuilt any time with ``reconcile --run RUN --results``; the worker that

@@ -17,7 +17,7 @@ import io
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,7 +35,7 @@ class _Object:
     body: bytes
     content_type: str = "binary/octet-stream"
     metadata: dict[str, str] = field(default_factory=dict)
-    modified: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    modified: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def etag(self) -> str:

@@ -6,8 +6,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipeline.storage.records import FAILURE_SUFFIX, PROVENANCE_SUFFIX
 from pipeline.s3uri import S3Uri
+from pipeline.storage.records import FAILURE_SUFFIX, PROVENANCE_SUFFIX
 from pipeline.storage.s3 import Storage
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,7 +15,7 @@ from pipeline.api.backoff import (
     retry_after_from_headers,
 )
 
-NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def delays(attempt: int, n: int = 2000, **kwargs: object) -> list[float]:
@@ -79,7 +79,7 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 
 
 def test_parse_retry_after_date_against_the_real_clock() -> None:
-    in_a_minute = (datetime.now(timezone.utc) + timedelta(seconds=60)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    in_a_minute = (datetime.now(UTC) + timedelta(seconds=60)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     seconds = parse_retry_after(in_a_minute)
     assert seconds is not None and 50.0 <= seconds <= 61.0
 

@@ -10,7 +10,8 @@ import pytest
 from pipeline.audio.prepare import prepare
 from pipeline.audio.probe import check_limits, probe
 from pipeline.errors import InputError
-from tests.audio.helpers import SECONDS, ffmpeg as make, lying_flac, record_argvs
+from tests.audio.helpers import SECONDS, lying_flac, record_argvs
+from tests.audio.helpers import ffmpeg as make
 
 LIMIT_S = 30.0
 

@@ -30,7 +30,8 @@ def _ebur128(path: Path, name: str) -> tuple[float, float]:
     fmt = OUTPUT_FORMATS[name]
     text = subprocess.run(["ffmpeg", "-nostats", "-hide_banner", *fmt.ffmpeg_input_args(), "-i", str(path), "-af",
                            "ebur128=peak=true", "-f", "null", "-"], capture_output=True, text=True, check=True).stderr
-    return (float(re.findall(r"I:\s+(-?[\d.]+) LUFS", text)[-1]), float(re.findall(r"Peak:\s+(-?[\d.]+) dBFS", text)[-1]))
+    lufs = float(re.findall(r"I:\s+(-?[\d.]+) LUFS", text)[-1])
+    return lufs, float(re.findall(r"Peak:\s+(-?[\d.]+) dBFS", text)[-1])
 
 
 def _samples(path: Path, name: str) -> int:

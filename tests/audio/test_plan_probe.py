@@ -22,7 +22,8 @@ from pipeline.run.plan import make_plan
 from pipeline.s3uri import S3Uri
 from pipeline.storage.memory import memory_storage
 from pipeline.storage.s3 import Storage
-from tests.audio.helpers import SECONDS, CountingServer, ffmpeg as make, lying_flac, record_argvs
+from tests.audio.helpers import SECONDS, CountingServer, lying_flac, record_argvs
+from tests.audio.helpers import ffmpeg as make
 
 VOICE = "BKkWQENix2VWeAv6YV5R"
 SIGNS_OF_A_URL = ("X-Amz-Signature", "X-Amz-Credential", "Signature=", "http://", "https://", "AWSAccessKeyId")
@@ -34,7 +35,8 @@ def storage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         yield memory_storage("in-bucket", "out-bucket")
         return
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "session-token-that-must-not-leak", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+                       "AWS_SESSION_TOKEN": "session-token-that-must-not-leak",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
@@ -56,7 +58,8 @@ def inputs(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def shard_of(keys: list[str]) -> Shard:
-    lines = [{"input": f"s3://in-bucket/{key}", "voice_id": VOICE, "output": f"s3://out-bucket/{i}.mp3", "id": f"clip-{i}"}
+    lines = [{"input": f"s3://in-bucket/{key}", "voice_id": VOICE, "output": f"s3://out-bucket/{i}.mp3",
+              "id": f"clip-{i}"}
              for i, key in enumerate(keys)]
     return parse_manifest("".join(json.dumps(line) + "\n" for line in lines).encode(), "night.jsonl")
 

@@ -19,7 +19,8 @@ from pipeline.audio.decode import pcm_stream
 from pipeline.audio.prepare import prepare
 from pipeline.audio.probe import check_limits, probe
 from pipeline.errors import InputError
-from tests.audio.helpers import SECONDS, CountingServer, ffmpeg as make, media_children, record_argvs
+from tests.audio.helpers import SECONDS, CountingServer, media_children, record_argvs
+from tests.audio.helpers import ffmpeg as make
 
 MAX_BYTES = 10**9
 MAX_SECONDS = 3600.0

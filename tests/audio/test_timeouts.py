@@ -15,7 +15,8 @@ from pipeline.audio.prepare import prepare
 from pipeline.audio.probe import probe
 from pipeline.errors import InputError, PipelineError
 from pipeline.formats import OUTPUT_FORMATS
-from tests.audio.helpers import ffmpeg as make, media_children
+from tests.audio.helpers import ffmpeg as make
+from tests.audio.helpers import media_children
 
 CEILING_S = 1.5
 SLACK_S = 1.0  # scheduling on a loaded machine

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.conversion.calls import AttemptRecord, CallContext, convert_with_retries
-from pipeline.run.budget import Reservation
-from pipeline.config import Settings
-from pipeline.errors import TransientError
-from pipeline.manifest.job import Job
-from pipeline.local.samples import speech_like
 from pipeline.api.client import StsClient
+from pipeline.config import Settings
+from pipeline.conversion.calls import AttemptRecord, CallContext, convert_with_retries
+from pipeline.errors import TransientError
+from pipeline.local.samples import speech_like
+from pipeline.manifest.job import Job
+from pipeline.run.budget import Reservation
 
 GONE = redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 

@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.errors import FeedError
 from pipeline.feed import net
-from pipeline.feed.manifest import LineOptions, line_for, manifest_id, select
 from pipeline.feed.fetch import Fetched, episode_key
+from pipeline.feed.manifest import LineOptions, line_for, manifest_id, select
 from pipeline.feed.read import Enclosure, read_feed
 from pipeline.s3uri import S3Uri
 from tests.feed.podcast import rss
@@ -68,7 +68,8 @@ def test_loopback_is_allowed_only_when_asked() -> None:
 
 @pytest.mark.parametrize("enclosure, audio", [
     (Enclosure("https://e/x.mp3", "audio/mpeg", 1), True), (Enclosure("https://e/x.mp4", "video/mp4", 1), False),
-    (Enclosure("https://e/x.m4a", "", None), True), (Enclosure("https://e/x.pdf", "application/octet-stream", 1), False),
+    (Enclosure("https://e/x.m4a", "", None), True),
+    (Enclosure("https://e/x.pdf", "application/octet-stream", 1), False),
 ])
 def test_audio_enclosures(enclosure: Enclosure, audio: bool) -> None:
     assert enclosure.is_audio() is audio
@@ -99,7 +100,8 @@ def test_since_and_limit(tmp_path: Path) -> None:
     path = tmp_path / "feed.xml"
     path.write_text(rss("https://example.com/", ITEMS))
     episodes = read_feed(str(path)).episodes
-    assert [e.guid for e in select(episodes, since=datetime(2024, 1, 2, tzinfo=UTC), limit=None)] == ["guid-2", "guid-3"]
+    since = datetime(2024, 1, 2, tzinfo=UTC)
+    assert [e.guid for e in select(episodes, since=since, limit=None)] == ["guid-2", "guid-3"]
     assert [e.guid for e in select(episodes, since=None, limit=1)] == ["guid-1"]
 
 

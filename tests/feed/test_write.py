@@ -19,7 +19,8 @@ HOSTILE = """<?xml version="1.0"?>
 <item><title>Ep ]]&gt; &amp; &#x1b;[31m red</title><guid>g-1</guid>
 <description><![CDATA[<p onclick="evil()">Hi</p><script>bad()</script>]]></description>
 <enclosure url="https://e.com/1.mp3" length="9" type="audio/mpeg"/></item>
-<item><title>Not converted</title><guid>g-2</guid><enclosure url="https://e.com/2.mp3" length="9" type="audio/mpeg"/></item>
+<item><title>Not converted</title><guid>g-2</guid>
+<enclosure url="https://e.com/2.mp3" length="9" type="audio/mpeg"/></item>
 </channel></rss>
 """
 

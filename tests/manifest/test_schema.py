@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from pipeline.manifest.fanout import FANOUT_FIELDS
 from pipeline.manifest.job import Job, MasterTarget, VoiceSettings
 from pipeline.manifest.load import load_manifest
-from pipeline.manifest.fanout import FANOUT_FIELDS
 from pipeline.manifest.schema import DESCRIPTIONS, manifest_line_schema, render_schema
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -40,7 +40,8 @@ def test_prometheus_scrapes_what_the_exporter_and_the_workers_serve() -> None:
     exporter_port = int(services["exporter"]["command"][services["exporter"]["command"].index("--port") + 1])
     assert jobs["sts-exporter"]["static_configs"][0]["targets"] == [f"exporter:{exporter_port}"]
     (workers,) = jobs["sts-worker"]["dns_sd_configs"]
-    assert workers["names"] == ["worker"] and workers["port"] == int(services["worker"]["environment"]["STS_METRICS_PORT"])
+    assert workers["names"] == ["worker"]
+    assert workers["port"] == int(services["worker"]["environment"]["STS_METRICS_PORT"])
     mounted = {target for _, target in _mounts(services["prometheus"])}
     assert set(config["rule_files"]) <= mounted
 

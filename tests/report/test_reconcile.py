@@ -11,11 +11,11 @@ from pipeline.audio.quality import QualityReport
 from pipeline.errors import ApiError, BudgetExceededError, InputError, PipelineError, RejectedError, summarize_rejection
 from pipeline.manifest.load import ManifestEntry, Shard, load_manifest, parse_manifest
 from pipeline.report.reconcile import JobResult, RunReport, classify
+from pipeline.report.text import CSV_COLUMNS, report_dict, write_csv
 from pipeline.run.retry import retry_lines, write_retry_manifests
 from pipeline.states import LEDGER_STATES, JobState
 from pipeline.storage.examples import example_failure, example_identity, example_provenance
 from pipeline.storage.records import FailureRecord, JobIdentity, ProvenanceRecord
-from pipeline.report.text import CSV_COLUMNS, report_dict, write_csv
 
 REJECT_DETAIL = [{"loc": ["body", "voice_settings", "stability"], "msg": "Input should be less than or equal to 1",
                   "type": "less_than_equal"}]

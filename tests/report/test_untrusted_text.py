@@ -27,8 +27,11 @@ FORMULA = '=HYPERLINK("http://evil.invalid","x")'
 
 
 def _shard() -> Shard:
-    lines = [{"input": f"s3://in-bucket/{n}.wav", "voice_id": "voice1", "output": f"s3://out-bucket/{n}.mp3"} for n in (1, 2, 3)]
-    lines.append({"input": "s3://in-bucket/4.wav", "voice_id": "voice1", "output": "s3://out-bucket/4.mp3", f"x{ESC}": 1})
+    lines: list[dict[str, object]] = [
+        {"input": f"s3://in-bucket/{n}.wav", "voice_id": "voice1", "output": f"s3://out-bucket/{n}.mp3"}
+        for n in (1, 2, 3)]
+    lines.append({"input": "s3://in-bucket/4.wav", "voice_id": "voice1", "output": "s3://out-bucket/4.mp3",
+                  f"x{ESC}": 1})
     return parse_manifest("".join(json.dumps(item) + "\n" for item in lines).encode(), "hostile.jsonl")
 
 

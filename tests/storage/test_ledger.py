@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.errors import ConditionFailed, InputError, RejectedError
 from pipeline.s3uri import S3Uri
+from pipeline.states import JobState
 from pipeline.storage.examples import example_failure, example_identity, example_provenance
 from pipeline.storage.memory import MemoryS3
 from pipeline.storage.records import (
@@ -27,7 +28,6 @@ from pipeline.storage.records import (
 )
 from pipeline.storage.s3 import Storage
 from pipeline.storage.scan import scan_outputs
-from pipeline.states import JobState
 
 
 @pytest.fixture(params=["memory", pytest.param("moto", marks=pytest.mark.integration)])
