@@ -18,7 +18,7 @@ import getpass
 import json
 import socket
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -138,7 +138,7 @@ def cancel_run(storage: Storage, client: redis.Redis, root: S3Uri, run_id: str, 
     load_run(storage, root, run_id)  # the run must exist: a typo must not look like a cancel
     existing = load_control(storage, root, run_id).cancel
     action = existing or ControlAction(what="cancel", who=who or who_am_i(),
-                                       at=datetime.now(timezone.utc).isoformat(),
+                                       at=datetime.now(UTC).isoformat(),
                                        why=printable(why)[:MAX_WHY_CHARS], now=now)
     RunState(client, run_id).cancel(json.dumps(action.to_dict()))
     if existing is None:

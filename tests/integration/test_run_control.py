@@ -95,6 +95,7 @@ def test_cancel_after_five_succeeded_starts_nothing_more_and_reconciles_without_
         test_lane.close()
         redis.Redis.from_url(stack.redis_url).flushdb()
         durable = _reconciled(test_lane, "cancel-run", STS_BROKER_URL="redis://127.0.0.1:1/0")
+        listed = test_lane.cli("runs", "--json", STS_LIMITER_URL="redis://127.0.0.1:1/0")
     stats = sts_stats(slow_sts)
     assert stats["requests_total"] == at_cancel["requests_total"], (at_cancel, stats)  # nothing started after
     control = json.loads(s3.get_object(Bucket=bucket, Key="runs/cancel-run/control.json")["Body"].read())
@@ -118,5 +119,9 @@ def test_cancel_after_five_succeeded_starts_nothing_more_and_reconciles_without_
         assert totals["succeeded"] == succeeded and totals["cancelled"] == JOBS - succeeded, totals
         assert totals["missing"] == 0 and totals["failed"] == 0, totals
     _check_result_files(s3, bucket, succeeded)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    [run] = json.loads(listed.stdout)
+    assert run["run_id"] == "cancel-run" and run["state"] == "cancelled", run
+    assert run["counts"] == {"succeeded": succeeded, "cancelled": JOBS - succeeded} and run["ended_at"], run
     assert log.count("run cancel-run finished: wrote") == 1, log[-3000:]
     assert "CANCELLED" in status.stdout and "wrong voice" in status.stdout, status.stdout + status.stderr
