@@ -41,6 +41,7 @@ class Bench:
 
 BENCHES = [
     Bench("throughput", ["-m", "bench.bench_throughput"], 900),
+    Bench("client", ["-m", "bench.bench_client"], 600),
     Bench("overhead", ["-m", "bench.bench_overhead"], 240),
     Bench("control_plane", ["-m", "bench.bench_control_plane"], 420),
     Bench("long_rss", [str(BENCH_DIR / "bench_long.py")], 720, own_json=False),
