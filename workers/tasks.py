@@ -14,6 +14,7 @@ from pipeline.conversion.context import WorkerContext
 from pipeline.conversion.job import run_job
 from pipeline.errors import SlotUnavailableError, StorageUnavailableError
 from pipeline.run.finish import finish_if_last
+from pipeline.run.hold import RunHold
 from pipeline.run.message import TASK_CONVERT, JobMessage
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ def convert(self: Task, message: dict) -> str:  # type: ignore[type-arg]
     """Convert one job; the message is a ``JobMessage`` dict."""
     worker = worker_context()
     job_message = JobMessage.from_dict(message)
+    if RunHold(worker.redis, job_message.run_id).park_if_held(message):  # paused: parked for resume, no retry
+        log.info("job %s: its run is paused; parked until resume", job_message.job_id)
+        return "parked"
     try:
         state = run_job(worker.for_job(job_message, task_id=self.request.id))
     except (SlotUnavailableError, JobClaimed) as error:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.cli import cancel, export, feed, manifest, metrics, plan, reconcile, retry, runs, serve, status, submit, validate, worker  # noqa: F401,E501  (registers)
+from pipeline.cli import cancel, export, feed, manifest, metrics, pause, plan, reconcile, retry, runs, serve, status, submit, validate, worker  # noqa: F401,E501  (registers)
 from pipeline.cli._base import main
 
 __all__ = ["main"]

@@ -39,6 +39,8 @@ def _view(state: RunState, counts: Counter[str]) -> Group:
         lines.append(Text(f"HALTED: {halted}", style="bold red"))
     if paused := state.paused():
         lines.append(Text(f"PAUSED: {paused}", style="bold yellow"))
+    if state.held():
+        lines.append(Text("PAUSED by an operator (sts-pipeline resume carries on)", style="bold yellow"))
     if cancelled := state.cancelled():
         lines.append(Text(f"CANCELLED: {_cancel_line(cancelled)}", style="bold yellow"))
     return Group(counts_table(f"run {state.run_id}", counts), *lines)

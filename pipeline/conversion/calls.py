@@ -164,6 +164,8 @@ def _may_spend(ctx: CallContext, job: Job) -> None:
         raise AuthError(f"the run was stopped before this request: {reason}", status=401)
     if ctx.run_state is not None and ctx.run_state.cancelled():
         raise RunCancelled("the run was cancelled (sts-pipeline cancel) before this request; nothing was spent on it")
+    if ctx.run_state is not None and ctx.run_state.held():  # back to the queue once; the task start parks it
+        raise SlotUnavailableError("the run is paused (sts-pipeline pause): the job goes back and waits for resume")
     if ctx.quota is not None:
         ctx.quota.check()
     if ctx.run_state is not None:

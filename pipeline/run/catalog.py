@@ -5,7 +5,8 @@ A run's state comes from what is stored beside it (``pipeline.run.stored``):
     results.jsonl there        finished   (counts and credits are read from it; its time is the end)
     control.json says cancel   cancelled  (finished or not; until results.jsonl is there, the cancel's time is the
                                            end, and the jobs in flight may still be finishing)
-    neither                    running    (counts come from Redis, when the caller has it)
+    control.json says pause    paused     (its last pause was not followed by a resume)
+    none of these              running    (counts come from Redis, when the caller has it)
 
 The start is run.json's LastModified (the moment submit stored the run's copy).
 """
@@ -81,9 +82,12 @@ def recent_runs(storage: Storage, root: S3Uri, *, limit: int = 20) -> list[RunSu
         info = found[0] if found else {}
         summary = RunSummary(run_id, "running", started_at=files["run.json"],
                              retry_of=info.get("retry_of") if isinstance(info.get("retry_of"), str) else None)
-        cancelled = "control.json" in files and load_control(storage, root, run_id).cancelled
+        control = load_control(storage, root, run_id) if "control.json" in files else None
+        cancelled = control is not None and control.cancelled
         if cancelled:
             summary.state, summary.ended_at = "cancelled", files["control.json"]
+        elif control is not None and control.paused:
+            summary.state = "paused"
         if RESULTS_NAME in files:
             summary.state = "cancelled" if cancelled else "finished"
             summary.ended_at = files[RESULTS_NAME]

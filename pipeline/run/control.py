@@ -31,7 +31,7 @@ from pipeline.storage.s3 import Storage
 from pipeline.text import printable
 
 __all__ = ["CONTROL_SCHEMA", "ControlAction", "RunControl", "cancel_run", "control_uri", "load_control",
-           "who_am_i"]
+           "record_action", "who_am_i"]
 
 CONTROL_SCHEMA = "sts-pipeline/control"
 #: the longest ``--why`` kept (it is shown in reports and status lines)
@@ -76,9 +76,15 @@ class RunControl:
         return self.cancel is not None
 
     @property
+    def paused(self) -> bool:
+        """Whether the last pause or resume was a pause."""
+        last = next((a for a in reversed(self.actions) if a.what in ("pause", "resume")), None)
+        return last is not None and last.what == "pause"
+
+    @property
     def state(self) -> str | None:
-        """What the actions say about the run: ``cancelled``, or None when nothing was done to it."""
-        return "cancelled" if self.cancelled else None
+        """What the actions say about the run: ``cancelled``, ``paused``, or None."""
+        return "cancelled" if self.cancelled else "paused" if self.paused else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": CONTROL_SCHEMA, "schema_version": 1, "state": self.state,
@@ -126,6 +132,16 @@ def _append(storage: Storage, uri: S3Uri, action: ControlAction) -> RunControl:
         except ConditionFailed:
             continue
     raise PipelineError(f"{uri} kept changing while the action was recorded; give the command again")
+
+
+def record_action(storage: Storage, root: S3Uri, run_id: str, what: str, *, why: str = "",
+                  who: str | None = None) -> ControlAction:
+    """Append a pause or resume (or any action but a cancel) to the run's control.json; the run must exist."""
+    load_run(storage, root, run_id)
+    action = ControlAction(what=what, who=who or who_am_i(), at=datetime.now(UTC).isoformat(),
+                           why=printable(why)[:MAX_WHY_CHARS])
+    _append(storage, control_uri(root, run_id), action)
+    return action
 
 
 def cancel_run(storage: Storage, client: redis.Redis, root: S3Uri, run_id: str, *, why: str = "",

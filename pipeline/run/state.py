@@ -10,6 +10,8 @@ Redis keys (all expire ``RUN_TTL_S`` after their last write):
     sts:run:{run_id}:paused      string why the run stopped spending for now (e.g. the quota is spent)
     sts:run:{run_id}:cancelled   string the cancel as JSON (who, at, why, now; ``pipeline.run.control``): no job of
                                         the run starts a request once it is set; S3's control.json keeps it for good
+    sts:run:{run_id}:held        string the operator's pause as JSON; owned by ``pipeline.run.hold.RunHold`` (read
+                                        here too: a running job starts no request while it is set)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class RunState:
         self._refused = f"sts:run:{run_id}:refused"
         self._paused = f"sts:run:{run_id}:paused"
         self._cancelled = f"sts:run:{run_id}:cancelled"
+        self._held = f"sts:run:{run_id}:held"
 
     def init(self, meta: Mapping[str, str]) -> None:
         pipe = self._redis.pipeline()
@@ -112,3 +115,7 @@ class RunState:
         """The cancel's JSON when the run was cancelled, else None (one GET: it is asked before every request)."""
         value = self._redis.get(self._cancelled)
         return text(value) if value else None
+
+    def held(self) -> bool:
+        """Whether an operator paused the run (``sts-pipeline pause``)."""
+        return bool(self._redis.exists(self._held))

@@ -10,6 +10,7 @@ worker that ends the last job writes results.jsonl and errors.jsonl once.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -125,3 +126,55 @@ def test_cancel_after_five_succeeded_starts_nothing_more_and_reconciles_without_
     assert run["counts"] == {"succeeded": succeeded, "cancelled": JOBS - succeeded} and run["ended_at"], run
     assert log.count("run cancel-run finished: wrote") == 1, log[-3000:]
     assert "CANCELLED" in status.stdout and "wrong voice" in status.stdout, status.stdout + status.stderr
+
+
+PAUSE_JOBS = 30
+PAUSE_S = 20
+
+
+def _commands(client: redis.Redis) -> int:
+    """Every command Redis has run so far (``INFO commandstats``)."""
+    return sum(int(stats["calls"]) for name, stats in client.info("commandstats").items()
+               if name.startswith("cmdstat_"))
+
+
+def test_pause_parks_the_run_without_churn_and_resume_pays_each_job_once(
+        stack: LocalStack, s3, bucket: str, tmp_path: Path, slow_sts: str) -> None:
+    source = write_input(tmp_path / "in.wav", 1.0, seed=2)
+    lines = []
+    for i in range(PAUSE_JOBS):
+        s3.upload_file(str(source), bucket, f"in/p{i}.wav")
+        lines.append({"input": f"s3://{bucket}/in/p{i}.wav", "voice_id": VOICES[i % 4], "output_format": "pcm_16000",
+                      "output": f"s3://{bucket}/out/p{i}.pcm"})
+    manifest = write_jsonl(tmp_path / "pause.jsonl", lines)
+    client = redis.Redis.from_url(stack.redis_url)
+    with lane(stack, STS_API_BASE_URL=slow_sts, STS_MAX_CONCURRENT_REQUESTS="2", STS_REQUEUE_DELAY_S="2",
+              STS_RUNS_URI=f"s3://{bucket}/runs") as test_lane:
+        test_lane.start_worker(concurrency=2)
+        submitted = test_lane.cli("submit", str(manifest), "--run-id", "pause-run")
+        assert submitted.returncode == 0, submitted.stderr[-2000:]
+        wait_until(lambda: _records(s3, bucket)["provenance"] >= 2, 120, "2 jobs to succeed")
+        paused = test_lane.cli("pause", "pause-run", "--why", "budget owner asked")
+        assert paused.returncode == 0, paused.stderr[-2000:]
+        at_pause = sts_stats(slow_sts)["requests_total"]
+        wait_until(lambda: sts_stats(slow_sts)["in_flight"] == 0, 30, "the requests in flight to end")
+        time.sleep(5)  # the jobs handed back by their attempt loop come back (2 s) and are parked
+        before, started = _commands(client), time.monotonic()
+        time.sleep(PAUSE_S)
+        per_s = (_commands(client) - before) / (time.monotonic() - started)
+        during = sts_stats(slow_sts)["requests_total"]
+        done_during = _records(s3, bucket)["provenance"]
+        resumed = test_lane.cli("resume", "pause-run")
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        wait_until(lambda: _records(s3, bucket)["provenance"] == PAUSE_JOBS, 180, "every job after resume")
+    assert during == at_pause, (at_pause, during)  # no request started while paused
+    assert done_during < PAUSE_JOBS
+    assert per_s < 50, per_s
+    stats = sts_stats(slow_sts)
+    assert stats["successes"] == PAUSE_JOBS and stats["requests_total"] == PAUSE_JOBS, stats  # each paid once
+    for i in range(PAUSE_JOBS):
+        record = json.loads(s3.get_object(Bucket=bucket, Key=f"out/p{i}.pcm.provenance.json")["Body"].read())
+        assert [a["outcome"] for a in record["attempts"]] == ["ok"]
+    control = json.loads(s3.get_object(Bucket=bucket, Key="runs/pause-run/control.json")["Body"].read())
+    assert [a["what"] for a in control["actions"]] == ["pause", "resume"] and control["state"] is None
+    assert "parked" in paused.stderr and "resumed" in resumed.stderr
