@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from pipeline.cli._base import main
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 
 @main.command()
@@ -34,9 +39,26 @@ def cancel(run_id: str, why: str, runs_uri: str | None) -> None:
     try:
         action = cancel_run(Storage.from_settings(settings), client, runs_root(settings), check_run_id(run_id),
                             why=why)
+        _unpark(settings, client, run_id)
     except redis.RedisError as error:
         raise BrokerError(f"Redis did not answer ({type(error).__name__}); the cancel needs it to reach the "
                           "workers: check STS_LIMITER_URL, then cancel again") from None
     Console(stderr=True).print(f"run {run_id} cancelled by {action.who} at {action.at}"
                                + (f": {action.why}" if action.why else ""),
                                markup=False, highlight=False)
+
+
+def _unpark(settings: Settings, client: Any, run_id: str) -> None:
+    """A paused run's parked jobs go back to the queue, so that workers end each of them ``cancelled``."""
+    import redis
+
+    from pipeline.run.hold import RunHold
+    from pipeline.run.message import TASK_CONVERT, task_id
+    from workers.app import create_app
+
+    hold = RunHold(client, run_id, redis.Redis.from_url(settings.broker_url))
+    if not hold.held() and not hold.parked():
+        return
+    app = create_app(settings)
+    hold.resume(lambda message: app.send_task(TASK_CONVERT, args=[message],
+                                              task_id=task_id(message["run_id"], message["job_id"])))

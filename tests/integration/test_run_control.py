@@ -178,3 +178,23 @@ def test_pause_parks_the_run_without_churn_and_resume_pays_each_job_once(
     control = json.loads(s3.get_object(Bucket=bucket, Key="runs/pause-run/control.json")["Body"].read())
     assert [a["what"] for a in control["actions"]] == ["pause", "resume"] and control["state"] is None
     assert "parked" in paused.stderr and "resumed" in resumed.stderr
+
+
+def test_a_paused_run_that_is_cancelled_ends_every_parked_job_cancelled(
+        stack: LocalStack, s3, bucket: str, tmp_path: Path, slow_sts: str) -> None:
+    source = write_input(tmp_path / "in.wav", 1.0, seed=3)
+    lines = []
+    for i in range(6):
+        s3.upload_file(str(source), bucket, f"in/c{i}.wav")
+        lines.append({"input": f"s3://{bucket}/in/c{i}.wav", "voice_id": VOICES[0], "output_format": "pcm_16000",
+                      "output": f"s3://{bucket}/out/c{i}.pcm"})
+    manifest = write_jsonl(tmp_path / "parked.jsonl", lines)
+    with lane(stack, STS_API_BASE_URL=slow_sts, STS_RUNS_URI=f"s3://{bucket}/runs") as test_lane:
+        assert test_lane.cli("submit", str(manifest), "--run-id", "parked-run").returncode == 0
+        paused = test_lane.cli("pause", "parked-run")
+        assert "6 queued job(s) parked" in paused.stderr, paused.stderr
+        assert redis.Redis.from_url(stack.redis_url).llen(test_lane.queue) == 0
+        assert test_lane.cli("cancel", "parked-run").returncode == 0
+        test_lane.start_worker(concurrency=2)
+        wait_until(lambda: _records(s3, bucket)["failure"] == 6, 60, "every parked job to end cancelled")
+    assert sts_stats(slow_sts)["requests_total"] == 0
