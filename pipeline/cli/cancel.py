@@ -29,6 +29,7 @@ def cancel(run_id: str, why: str, runs_uri: str | None) -> None:
     from pipeline.config import get_settings
     from pipeline.errors import BrokerError
     from pipeline.run.control import cancel_run
+    from pipeline.run.notify import tell
     from pipeline.run.stored import check_run_id, runs_root
     from pipeline.storage.s3 import Storage
 
@@ -40,6 +41,7 @@ def cancel(run_id: str, why: str, runs_uri: str | None) -> None:
         action = cancel_run(Storage.from_settings(settings), client, runs_root(settings), check_run_id(run_id),
                             why=why)
         _unpark(settings, client, run_id)
+        tell(client, run_id, "run.cancelled", {"by": action.who, "why": action.why}, wait=True)
     except redis.RedisError as error:
         raise BrokerError(f"Redis did not answer ({type(error).__name__}); the cancel needs it to reach the "
                           "workers: check STS_LIMITER_URL, then cancel again") from None

@@ -42,6 +42,7 @@ def pause(run_id: str, why: str, runs_uri: str | None) -> None:
 
     from pipeline.run.control import record_action
     from pipeline.run.hold import RunHold
+    from pipeline.run.notify import tell
     from pipeline.run.stored import check_run_id, runs_root
     from pipeline.storage.s3 import Storage
 
@@ -51,6 +52,7 @@ def pause(run_id: str, why: str, runs_uri: str | None) -> None:
     parked = RunHold(live, run_id, broker).pause(json.dumps(action.to_dict()), settings.queue)
     Console(stderr=True).print(f"run {run_id} paused by {action.who}: {parked} queued job(s) parked",
                                markup=False, highlight=False)
+    tell(live, run_id, "run.paused", {"parked": parked, "by": action.who, "why": action.why}, wait=True)
 
 
 @main.command()
@@ -63,6 +65,7 @@ def resume(run_id: str, runs_uri: str | None) -> None:
     from pipeline.run.control import record_action
     from pipeline.run.hold import RunHold
     from pipeline.run.message import TASK_CONVERT, task_id
+    from pipeline.run.notify import tell
     from pipeline.run.stored import check_run_id, runs_root
     from pipeline.storage.s3 import Storage
     from workers.app import create_app
@@ -77,3 +80,4 @@ def resume(run_id: str, runs_uri: str | None) -> None:
     record_action(Storage.from_settings(settings), runs_root(settings), run_id, "resume")
     Console(stderr=True).print(f"run {run_id} resumed: {back + resent} job(s) back on the queue",
                                markup=False, highlight=False)
+    tell(live, run_id, "run.resumed", {"requeued": back + resent}, wait=True)

@@ -24,9 +24,13 @@ from pipeline.cli._base import main
                    "deferred) instead of refusing.")
 @click.option("--wait", is_flag=True, help="Show progress until every job is done; exit 1 if any failed.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
+@click.option("--notify", "notify_url", envvar="STS_NOTIFY_URL", default=None, metavar="URL",
+              help="POST signed JSON events of the run here (STS_NOTIFY_SECRET signs them; README: Notifications).")
+@click.option("--notify-interval", type=click.FloatRange(1), default=60.0, show_default=True,
+              help="Seconds between run.progress events at most.")
 def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str | None, skip_invalid: bool,
            force: bool, overwrite: bool, budget: float | None, allow_partial: bool, wait: bool,
-           timeout: float | None) -> None:
+           timeout: float | None, notify_url: str | None, notify_interval: float) -> None:
     """Validate MANIFESTS, check them against the account, and enqueue their jobs; print the run id."""
     import redis
     from rich.console import Console
@@ -36,6 +40,7 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
     from pipeline.config import get_settings
     from pipeline.manifest.load import ManifestLimits, load_manifests
     from pipeline.run.broker import check_broker
+    from pipeline.run.notify import configure, tell
     from pipeline.run.stored import check_run_id, new_run_id, runs_root
     from pipeline.run.submit import start_run
     from pipeline.s3uri import S3Uri
@@ -62,6 +67,8 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
     shards, budget, refused = gate_run(settings, storage, shards, console=console, skip_invalid=skip_invalid,
                                        allow_partial=allow_partial, budget=budget)
     client = redis.Redis.from_url(settings.limiter_redis_url)
+    if notify_url:  # before any job is queued: the first job to end may already send an event
+        configure(client, run_id, notify_url, notify_interval)
     report = start_run(create_app(settings), storage, client, shards, run_id=run_id,
                        root=runs_root(settings, S3Uri.parse(entries[0].output).bucket),
                        info={"output_prefix": output_prefix, "force": force, "skip_invalid": skip_invalid,
@@ -69,6 +76,7 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
                        manifests={shard.name: Path(shard.path).read_bytes() for shard in shards if shard.path},
                        budget_credits=budget, force=force, overwrite=overwrite)
     console.print(f"run {run_id}: {report.jobs} jobs, {report.enqueued} enqueued, {report.skipped} already done")
+    tell(client, run_id, "run.started", {"enqueued": report.enqueued, "skipped": report.skipped}, wait=True)
     click.echo(run_id)
     if wait:
         wait_and_exit(client, run_id, report.jobs, console=console, timeout_s=timeout)

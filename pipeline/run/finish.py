@@ -25,6 +25,7 @@ from pipeline.manifest.load import ManifestLimits
 from pipeline.report.reconcile import reconcile
 from pipeline.report.results import write_results
 from pipeline.run.control import load_control
+from pipeline.run.notify import progress_due, run_counts, run_notifier, tell
 from pipeline.run.state import RUN_TTL_S
 from pipeline.run.stored import load_run, run_prefix, shards_of_run
 from pipeline.s3uri import S3Uri
@@ -87,19 +88,25 @@ def write_run_results(storage: Storage, root: S3Uri, run_id: str, limits: Manife
 
 def finish_if_last(client: Any, storage: Storage, run_id: str, job_id: str, state: JobState,
                    settings: Settings) -> bool:
-    """After a job ends: when it was the run's last, write the run's result files (once). Never raises: a job's
-    outcome is decided already, and ``reconcile --results`` can always write the files again."""
+    """After a job ends: when it was the run's last, write the run's result files and send ``run.finished`` (once);
+    else send ``run.progress`` when one is due. Never raises: a job's outcome is decided already, and
+    ``reconcile --results`` can always write the files again."""
     try:
         if not RunFinish(client, run_id).job_ended(job_id, state):
+            hook = run_notifier(client, run_id)
+            if hook is not None and progress_due(client, run_id, hook[1]):
+                hook[0].send("run.progress", run_id, run_counts(client, run_id))
             return False
         runs_uri = client.hget(f"sts:run:{run_id}:meta", "runs_root")
         if not runs_uri:
             log.warning("run %s finished; no runs root in its live state, so no result files", run_id)
+            tell(client, run_id, "run.finished")
             return True
         root = S3Uri.parse(runs_uri.decode() if isinstance(runs_uri, bytes) else str(runs_uri), require_key=False)
         written = write_run_results(storage, S3Uri(root.bucket, root.key.rstrip("/")), run_id,
                                     ManifestLimits.from_settings(settings))
         log.info("run %s finished: wrote %s", run_id, ", ".join(map(str, written)))
+        tell(client, run_id, "run.finished", {"results": str(written[0]), "errors": str(written[1])})
         return True
     except (PipelineError, redis.RedisError) as error:
         log.warning("run %s: result files not written (%s); `sts-pipeline reconcile --run %s --results` writes "
