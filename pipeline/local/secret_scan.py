@@ -149,8 +149,9 @@ def _base64_cores(raw: bytes, encode: Any) -> list[bytes]:
     return cores
 
 
-def _redis_values(client: redis.Redis, key: bytes, db: int) -> Iterator[tuple[str, bytes]]:
-    """``(where, bytes)`` for the key's name and every value stored under it."""
+def _redis_values(client: Any, key: bytes, db: int) -> Iterator[tuple[str, bytes]]:
+    """``(where, bytes)`` for the key's name and every value stored under it (``client``: a redis-py client that
+    answers bytes; typed loosely, since whatever a key holds is what is scanned)."""
     name = key.decode("utf-8", "replace")
     where = f"redis db{db} key {name!r}"
     yield f"{where} (name)", key

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/_admin")
 
 
 def _state(request: Request) -> ServerState:
-    return request.app.state.server  # type: ignore[no-any-return]
+    return request.app.state.server
 
 
 def _loopback_state(request: Request) -> ServerState:

@@ -40,9 +40,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app = FastAPI(title="sts-pipeline offline speech-to-speech server", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = state
-    app.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
-    app.add_exception_handler(Invalid, _problem)  # type: ignore[arg-type]
-    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(Invalid, _problem)
+    app.add_exception_handler(HTTPException, _http_error)
     for prefix in ("/v1/speech-to-speech", "/v1/voice-changer"):
         app.add_api_route(f"{prefix}/{{voice_id}}/stream", _stream, methods=["POST"])
         app.add_api_route(f"{prefix}/{{voice_id}}", _convert, methods=["POST"])
