@@ -13,6 +13,7 @@ from pipeline.conversion.claim import JobClaimed
 from pipeline.conversion.context import WorkerContext
 from pipeline.conversion.job import run_job
 from pipeline.errors import SlotUnavailableError, StorageUnavailableError
+from pipeline.run.aging import age_queue
 from pipeline.run.finish import finish_if_last
 from pipeline.run.hold import RunHold
 from pipeline.run.message import TASK_CONVERT, JobMessage
@@ -53,4 +54,5 @@ def convert(self: Task, message: dict) -> str:  # type: ignore[type-arg]
         raise self.retry(countdown=5.0 * random.uniform(1, 3), max_retries=MAX_STORAGE_REQUEUES) from None
     # the job's outcome is decided; the run's last job writes its result files (exactly once, pipeline.run.finish)
     finish_if_last(worker.redis, worker.storage, job_message.run_id, job_message.job_id, state, worker.settings)
+    age_queue(worker.settings.broker_url, worker.settings.queue)  # no run starves behind higher ones (aging.py)
     return state.value

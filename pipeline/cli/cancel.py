@@ -55,12 +55,12 @@ def _unpark(settings: Settings, client: Any, run_id: str) -> None:
     import redis
 
     from pipeline.run.hold import RunHold
-    from pipeline.run.message import TASK_CONVERT, task_id
+    from pipeline.run.message import PRIORITIES, TASK_CONVERT, task_id
     from workers.app import create_app
 
     hold = RunHold(client, run_id, redis.Redis.from_url(settings.broker_url))
     if not hold.held() and not hold.parked():
         return
     app = create_app(settings)
-    hold.resume(lambda message: app.send_task(TASK_CONVERT, args=[message],
+    hold.resume(lambda message: app.send_task(TASK_CONVERT, args=[message], priority=PRIORITIES["high"],
                                               task_id=task_id(message["run_id"], message["job_id"])))

@@ -64,8 +64,9 @@ def resume(run_id: str, runs_uri: str | None) -> None:
 
     from pipeline.run.control import record_action
     from pipeline.run.hold import RunHold
-    from pipeline.run.message import TASK_CONVERT, task_id
+    from pipeline.run.message import PRIORITIES, TASK_CONVERT, task_id
     from pipeline.run.notify import tell
+    from pipeline.run.state import RunState
     from pipeline.run.stored import check_run_id, runs_root
     from pipeline.storage.s3 import Storage
     from workers.app import create_app
@@ -73,8 +74,11 @@ def resume(run_id: str, runs_uri: str | None) -> None:
     settings, live, broker = _clients(runs_uri)
     app = create_app(settings)
 
-    def send(message: dict[str, Any]) -> None:
-        app.send_task(TASK_CONVERT, args=[message], task_id=task_id(message["run_id"], message["job_id"]))
+    priority = PRIORITIES.get(RunState(live, run_id).meta().get("priority", "normal"), PRIORITIES["normal"])
+
+    def send(message: dict[str, Any]) -> None:  # a job a worker parked goes back with its run's priority
+        app.send_task(TASK_CONVERT, args=[message], task_id=task_id(message["run_id"], message["job_id"]),
+                      priority=priority)
 
     back, resent = RunHold(live, check_run_id(run_id), broker).resume(send)
     record_action(Storage.from_settings(settings), runs_root(settings), run_id, "resume")

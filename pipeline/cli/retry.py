@@ -22,6 +22,8 @@ from pipeline.cli._source import load_source, source_options
 @source_options
 @click.option("--include-rejected", is_flag=True, help="Also re-run rejected (422) jobs (after fixing their cause).")
 @click.option("--include-cancelled", is_flag=True, help="Also re-run the jobs of a cancelled run that never ran.")
+@click.option("--priority", type=click.Choice(["high", "normal", "low"]), default="high", show_default=True,
+              help="The retry's priority: by default its few jobs overtake queued bulk work.")
 @click.option("--shard", "only_shards", multiple=True, metavar="NAME", help="Only this shard (repeatable).")
 @click.option("--budget", type=float, default=None, help="Credits the retry may spend; jobs beyond it are deferred.")
 @click.option("--overwrite", is_flag=True, help="Let every job replace an object at its output that this pipeline "
@@ -31,8 +33,8 @@ from pipeline.cli._source import load_source, source_options
 @click.option("--even-if-running", is_flag=True,
               help="Retry even though Redis says the run still has queued or running jobs (they may run twice).")
 def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None, output_prefix: str | None,
-          include_rejected: bool, include_cancelled: bool, only_shards: tuple[str, ...], budget: float | None,
-          overwrite: bool, wait: bool, timeout: float | None, even_if_running: bool) -> None:
+          include_rejected: bool, include_cancelled: bool, priority: str, only_shards: tuple[str, ...],
+          budget: float | None, overwrite: bool, wait: bool, timeout: float | None, even_if_running: bool) -> None:
     """Re-enqueue the failed, deferred, orphaned and missing jobs of MANIFESTs (or of --run RUN_ID); print the new
     run id.
 
@@ -80,7 +82,7 @@ def retry(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | None,
                               info={"output_prefix": prefix, "include_rejected": include_rejected,
                                     "refused_lines": refused, **origin},
                               manifests=plan.manifests, budget_credits=budget, entries=entries,
-                              overwrite=overwrite)
+                              overwrite=overwrite, priority=priority)
     except redis.RedisError as error:
         raise BrokerError(f"Redis did not answer ({error}); the retry needs it to enqueue: check STS_BROKER_URL "
                           "and STS_LIMITER_URL") from None

@@ -33,7 +33,8 @@ def _view(state: RunState, counts: Counter[str]) -> Group:
     created = meta.get("created_at")
     since = (f", submitted {datetime.fromtimestamp(float(created), timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
              if created else "")
-    lines = [Text(f"{done_count(counts)} of {total} done{since}")]
+    priority = f", priority {meta['priority']}" if meta.get("priority") else ""
+    lines = [Text(f"{done_count(counts)} of {total} done{since}{priority}")]
     halted = state.halted()
     if halted:
         lines.append(Text(f"HALTED: {halted}", style="bold red"))

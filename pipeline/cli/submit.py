@@ -24,13 +24,15 @@ from pipeline.cli._base import main
                    "deferred) instead of refusing.")
 @click.option("--wait", is_flag=True, help="Show progress until every job is done; exit 1 if any failed.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
+@click.option("--priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True,
+              help="Work of a higher run starts before queued work of a lower one (README: Priorities).")
 @click.option("--notify", "notify_url", envvar="STS_NOTIFY_URL", default=None, metavar="URL",
               help="POST signed JSON events of the run here (STS_NOTIFY_SECRET signs them; README: Notifications).")
 @click.option("--notify-interval", type=click.FloatRange(1), default=60.0, show_default=True,
               help="Seconds between run.progress events at most.")
 def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str | None, skip_invalid: bool,
            force: bool, overwrite: bool, budget: float | None, allow_partial: bool, wait: bool,
-           timeout: float | None, notify_url: str | None, notify_interval: float) -> None:
+           timeout: float | None, priority: str, notify_url: str | None, notify_interval: float) -> None:
     """Validate MANIFESTS, check them against the account, and enqueue their jobs; print the run id."""
     import redis
     from rich.console import Console
@@ -74,7 +76,7 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
                        info={"output_prefix": output_prefix, "force": force, "skip_invalid": skip_invalid,
                              "refused_lines": refused, "overwrite": overwrite},
                        manifests={shard.name: Path(shard.path).read_bytes() for shard in shards if shard.path},
-                       budget_credits=budget, force=force, overwrite=overwrite)
+                       budget_credits=budget, force=force, overwrite=overwrite, priority=priority)
     console.print(f"run {run_id}: {report.jobs} jobs, {report.enqueued} enqueued, {report.skipped} already done")
     tell(client, run_id, "run.started", {"enqueued": report.enqueued, "skipped": report.skipped}, wait=True)
     click.echo(run_id)

@@ -8,10 +8,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["TASK_CONVERT", "JobMessage", "task_id"]
+__all__ = ["PRIORITIES", "TASK_CONVERT", "JobMessage", "task_id"]
 
 #: the Celery task name of one job (workers/tasks.py registers it; submit sends to it). The queue's contract: keep it.
 TASK_CONVERT = "sts.convert"
+#: a run's priority -> the kombu message priority its jobs are sent with (kombu on Redis: 0 is served first; the steps
+#: 0, 3, 6, 9 are its lists ``<queue>``, ``<queue>\x06\x163``, ...). Every run is sent with one, so a message without
+#: a priority (an older submit) is the only kind that lands in the base list with ``high``.
+PRIORITIES = {"high": 0, "normal": 3, "low": 6}
 
 
 @dataclass(frozen=True)

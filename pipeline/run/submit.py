@@ -15,7 +15,7 @@ from pipeline.run.budget import Budget
 from pipeline.run.finish import RunFinish
 from pipeline.storage.scan import scan_outputs
 from pipeline.manifest.load import ManifestEntry, Shard
-from pipeline.run.message import TASK_CONVERT, JobMessage, task_id
+from pipeline.run.message import PRIORITIES, TASK_CONVERT, JobMessage, task_id
 from pipeline.run.state import RunState
 from pipeline.run.stored import save_run
 from pipeline.s3uri import S3Uri
@@ -33,7 +33,8 @@ class SubmitReport:
 
 def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence[Shard], *, run_id: str,
             force: bool = False, budget_credits: float | None = None, info: dict[str, Any] | None = None,
-            entries: Sequence[ManifestEntry] | None = None, overwrite: bool = False) -> SubmitReport:
+            entries: Sequence[ManifestEntry] | None = None, overwrite: bool = False,
+            priority: str = "normal") -> SubmitReport:
     """Enqueue every valid entry of ``shards`` (or just ``entries``) not yet committed in S3 (all with ``force``).
 
     With ``overwrite`` every job may replace an object at its output that the pipeline did not write (the task
@@ -47,7 +48,8 @@ def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence
         done = {uri for uri, seen in presence.items() if seen.provenance}
     state = RunState(client, run_id)
     state.init({"jobs": str(len(chosen)), "shards": ",".join(s.name for s in shards),
-                "package_version": __version__, **{k: str(v) for k, v in (info or {}).items()}})
+                "package_version": __version__, "priority": priority,
+                **{k: str(v) for k, v in (info or {}).items()}})
     if budget_credits is not None:
         Budget(client, run_id).set_limit(budget_credits)
     skipped = [e for e in chosen if e.output in done]
@@ -64,7 +66,7 @@ def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence
             message = JobMessage(run_id=run_id, shard=entry.shard, line=entry.line, job_id=entry.job_id,
                                  output=entry.output, job=job, queued_at=now)
             app.send_task(TASK_CONVERT, args=[message.to_dict()], task_id=task_id(run_id, entry.job_id),
-                          producer=producer)
+                          producer=producer, priority=PRIORITIES[priority])
     report.enqueued = len(todo)
     report.skipped = len(skipped)
     return report
@@ -73,9 +75,10 @@ def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence
 def start_run(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence[Shard], *, run_id: str,
               root: S3Uri, info: dict[str, Any], manifests: dict[str, bytes], budget_credits: float | None = None,
               force: bool = False, entries: Sequence[ManifestEntry] | None = None,
-              overwrite: bool = False) -> SubmitReport:
+              overwrite: bool = False, priority: str = "normal") -> SubmitReport:
     """Store the run's copy in S3 (so it can be found from any machine), then enqueue its jobs."""
-    save_run(storage, root, run_id, {**info, "budget": budget_credits, "runs_root": str(root)}, manifests)
+    save_run(storage, root, run_id, {**info, "budget": budget_credits, "runs_root": str(root), "priority": priority},
+             manifests)
     live_info = {"runs_root": str(root), **{k: v for k, v in info.items() if k == "retry_of"}}
     return enqueue(app, storage, client, shards, run_id=run_id, force=force, budget_credits=budget_credits,
-                   info=live_info, entries=entries, overwrite=overwrite)
+                   info=live_info, entries=entries, overwrite=overwrite, priority=priority)

@@ -198,3 +198,34 @@ def test_a_paused_run_that_is_cancelled_ends_every_parked_job_cancelled(
         test_lane.start_worker(concurrency=2)
         wait_until(lambda: _records(s3, bucket)["failure"] == 6, 60, "every parked job to end cancelled")
     assert sts_stats(slow_sts)["requests_total"] == 0
+
+
+def _started(s3, bucket: str, prefix: str, field: str = "started_at") -> list[datetime]:  # type: ignore[no-untyped-def]
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", []) if item["Key"].endswith(".provenance.json")]
+    return sorted(datetime.fromisoformat(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+                                         ["timings"][field]) for key in keys)
+
+
+def test_a_high_run_overtakes_queued_low_work_and_the_low_run_finishes(
+        stack: LocalStack, s3, bucket: str, tmp_path: Path, slow_sts: str) -> None:
+    source = write_input(tmp_path / "in.wav", 1.0, seed=5)
+    def shard(name: str, count: int) -> Path:
+        lines = []
+        for i in range(count):
+            s3.upload_file(str(source), bucket, f"in/{name}{i}.wav")
+            lines.append({"input": f"s3://{bucket}/in/{name}{i}.wav", "voice_id": VOICES[0],
+                          "output_format": "pcm_16000", "output": f"s3://{bucket}/out/{name}/{i}.pcm"})
+        return write_jsonl(tmp_path / f"{name}.jsonl", lines)
+
+    low, high = shard("low", 60), shard("high", 3)
+    with lane(stack, STS_API_BASE_URL=slow_sts, STS_MAX_CONCURRENT_REQUESTS="2",
+              STS_RUNS_URI=f"s3://{bucket}/runs") as test_lane:
+        test_lane.start_worker(concurrency=2)
+        assert test_lane.cli("submit", str(low), "--priority", "low").returncode == 0
+        wait_until(lambda: len(_started(s3, bucket, "out/low/")) >= 4, 120, "4 low jobs")
+        assert test_lane.cli("submit", str(high), "--priority", "high").returncode == 0
+        wait_until(lambda: len(_started(s3, bucket, "out/")) == 63, 240, "both runs to finish")
+    high_started, queued_at = _started(s3, bucket, "out/high/"), _started(s3, bucket, "out/high/", "queued_at")[0]
+    overtaken = [t for t in _started(s3, bucket, "out/low/") if queued_at < t < high_started[-1]]
+    assert len(high_started) == 3 and overtaken == [], (queued_at, high_started, overtaken)
