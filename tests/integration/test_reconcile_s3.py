@@ -130,7 +130,8 @@ def test_reconcile_cli_from_s3_alone(stack: LocalStack, bucket: str, tmp_path: P
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout)
     assert data["totals"] == {"lines": 10, "jobs": 9, "succeeded": 3, "failed": 2, "rejected": 1, "deferred": 1,
-                              "orphan": 1, "missing": 1, "invalid": 1, "credits": 101.5, "requests": 6}
+                              "orphan": 1, "missing": 1, "cancelled": 0, "invalid": 1, "credits": 101.5,
+                              "requests": 6}
     assert [s["succeeded"] for s in data["shards"]] == [2, 1]
     assert data["rejected"][0]["message"] == "voice_settings.stability: Input should be less than or equal to 1"
     assert data["invalid"][0]["where"].endswith("a.jsonl:6")
