@@ -37,6 +37,7 @@ from pipeline.errors import (
     InputError,
     PermanentError,
     PipelineError,
+    RunCancelled,
     SlotUnavailableError,
     StorageUnavailableError,
     redact,
@@ -141,6 +142,8 @@ def _run(ctx: JobContext, job: Job, output: S3Uri) -> JobState:
             ctx.run_state.mark(message.job_id, JobState.RUNNING)
             if halted := ctx.run_state.halted():  # e.g. the key was refused: every job would fail the same way
                 raise AuthError(f"the run was stopped before this job started: {halted}", status=401)
+            if ctx.run_state.cancelled():  # queued jobs of a cancelled run end without downloading anything
+                raise RunCancelled("the run was cancelled (sts-pipeline cancel) before this job started")
             state = _convert(ctx, job, output, attempts, deliveries)
         except (SlotUnavailableError, StorageUnavailableError):
             ctx.run_state.mark(message.job_id, JobState.QUEUED)
