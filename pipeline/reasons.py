@@ -132,8 +132,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.PERMANENT: "another error that retrying cannot fix",
     Reason.INTERNAL_ERROR: "a bug or an unexpected value stopped the job (the message names it): report it, then "
                            "retry",
-    Reason.CANCELLED: "the run was cancelled (sts-pipeline cancel) before the job started its next request: nothing "
-                      "more was spent; retry --include-cancelled re-runs it",
+    Reason.CANCELLED: "the run was cancelled (sts-pipeline cancel) before the job started its next request, or with "
+                      "--now while it streamed: nothing more was spent; retry --include-cancelled re-runs it",
     Reason.CONFIG: "settings are missing or inconsistent",
     Reason.MANIFEST: "a manifest cannot be read at all",
     Reason.RUN_STATE_LOST: "a waiting command lost the run's live state in Redis",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,14 @@ from pipeline.api.response import (
     request_deadline_s,
 )
 from pipeline.config import Settings
-from pipeline.errors import PipelineError, ResponseInfo, TransientError, register_secret
+from pipeline.errors import PipelineError, ResponseInfo, RunCancelled, TransientError, register_secret
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.manifest.job import Job
 
 STREAM_PATH = "/v1/speech-to-speech/{voice_id}/stream"
 ERROR_BODY_LIMIT_BYTES = 64 * 1024
+#: how often (seconds) a streaming body asks whether to stop (``cancel --now``): one Redis GET per stream per period
+STOP_CHECK_S = 0.5
 #: response headers kept in provenance
 RECORDED_HEADERS = ("request-id", "history-item-id", "character-cost", "current-concurrent-requests",
                     "maximum-concurrent-requests", "content-type")
@@ -109,11 +112,14 @@ class StsClient:
                                   per_input_s=self._deadline_per_input_s)
 
     def stream(self, job: Job, audio: Path, out: Path, *, audio_content_type: str = "application/octet-stream",
-               input_s: float | None = None, expected_output_s: float | None = None) -> CallResult:
+               input_s: float | None = None, expected_output_s: float | None = None,
+               stop: Callable[[], bool] | None = None) -> CallResult:
         """POST ``audio`` to the streaming endpoint and write the response body to ``out``.
 
         ``input_s`` (the input's duration) sizes the request's deadline and read timeout; ``expected_output_s``
         (the input's duration over the speed) bounds the body's size. Unknown, they default to the vendor's limits.
+        ``stop`` (asked at most every ``STOP_CHECK_S`` while the body streams) abandons the request between chunks
+        with ``RunCancelled`` (``cancel --now``).
 
         Raises a TransientError, RejectedError, AuthError, ApiError, QuotaExceededError or RefusedByPlanError
         whose ``response`` says what the service answered (``None`` when no response came).
@@ -149,7 +155,7 @@ class StsClient:
                     guard = BodyGuard(OUTPUT_FORMATS[job.output_format], byte_bound(
                         OUTPUT_FORMATS[job.output_format], expected_output_s), started + deadline_s, deadline_s,
                         response.headers.get("content-type"))
-                    return self._receive(response, out, started, guard)
+                    return self._receive(response, out, started, guard, stop)
         except httpx.TimeoutException as error:
             if time.monotonic() - started >= deadline_s:
                 raise TransientError(f"the request ran past its deadline of {deadline_s:.0f} s (sized from the "
@@ -159,10 +165,12 @@ class StsClient:
             raise TransientError(f"connection to the service failed: {type(error).__name__}",
                                  reason="network") from None
 
-    def _receive(self, response: httpx.Response, out: Path, started: float, guard: BodyGuard) -> CallResult:
+    def _receive(self, response: httpx.Response, out: Path, started: float, guard: BodyGuard,
+                 stop: Callable[[], bool] | None = None) -> CallResult:
         headers = _kept_headers(response.headers)
         info = ResponseInfo(200, headers)
         written = 0
+        next_check = time.monotonic() + STOP_CHECK_S
         expected = response.headers.get("content-length")
 
         def cut(message: str) -> TransientError:
@@ -173,6 +181,12 @@ class StsClient:
             with open(out, "wb") as sink:
                 held = b""  # the first bytes are held back until the guard has judged the format
                 for chunk in response.iter_bytes():
+                    if stop is not None and time.monotonic() >= next_check:
+                        next_check = time.monotonic() + STOP_CHECK_S
+                        if stop():
+                            raise RunCancelled(f"the run was cancelled with --now: the request was abandoned "
+                                               f"after {written} bytes", status=200,
+                                               request_id=headers.get("request-id"), response=info)
                     written += len(chunk)
                     guard.feed(chunk)
                     if not guard.judged:

@@ -15,9 +15,12 @@ if TYPE_CHECKING:
 @main.command()
 @click.argument("run_id")
 @click.option("--why", default="", metavar="TEXT", help="Why the run was cancelled (kept in control.json).")
+@click.option("--now", is_flag=True,
+              help="Also abandon requests in flight (between chunks): their jobs end cancelled; audio already "
+                   "received in full is uploaded and kept.")
 @click.option("--runs-uri", default=None, metavar="s3://BUCKET/PREFIX",
               help="Where runs are stored (default: STS_RUNS_URI).")
-def cancel(run_id: str, why: str, runs_uri: str | None) -> None:
+def cancel(run_id: str, why: str, now: bool, runs_uri: str | None) -> None:
     """Cancel RUN_ID: recorded in Redis (workers stop starting requests at once) and in S3 with the run
     (``control.json``: who, when, why), so ``reconcile`` reports its untouched lines ``cancelled``, not missing.
 
@@ -39,14 +42,14 @@ def cancel(run_id: str, why: str, runs_uri: str | None) -> None:
     client = redis.Redis.from_url(settings.limiter_redis_url)
     try:
         action = cancel_run(Storage.from_settings(settings), client, runs_root(settings), check_run_id(run_id),
-                            why=why)
+                            why=why, now=now)
         _unpark(settings, client, run_id)
         tell(client, run_id, "run.cancelled", {"by": action.who, "why": action.why}, wait=True)
     except redis.RedisError as error:
         raise BrokerError(f"Redis did not answer ({type(error).__name__}); the cancel needs it to reach the "
                           "workers: check STS_LIMITER_URL, then cancel again") from None
     Console(stderr=True).print(f"run {run_id} cancelled by {action.who} at {action.at}"
-                               + (f": {action.why}" if action.why else ""),
+                               + (f": {action.why}" if action.why else "") + (" (--now)" if action.now else ""),
                                markup=False, highlight=False)
 
 

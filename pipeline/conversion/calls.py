@@ -198,7 +198,8 @@ def _request(ctx: CallContext, job: Job, audio: Path, out: Path, content_type: s
     with ctx.limiter.slot(ctx.settings.slot_wait_s):
         try:
             result = ctx.client.stream(job, audio, out, audio_content_type=content_type, input_s=input_s,
-                                       expected_output_s=expected_output_s(job, input_s))
+                                       expected_output_s=expected_output_s(job, input_s),
+                                       stop=ctx.run_state.cancelled_now if ctx.run_state is not None else None)
         except PipelineError as error:
             if error.response is not None:
                 best_effort(ctx.limiter.observe_response, error.response.status or 0, dict(error.response.headers),

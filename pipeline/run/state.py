@@ -119,3 +119,19 @@ class RunState:
     def held(self) -> bool:
         """Whether an operator paused the run (``sts-pipeline pause``)."""
         return bool(self._redis.exists(self._held))
+
+    def cancelled_now(self) -> bool:
+        """Whether the run was cancelled with ``--now``: requests in flight are abandoned between chunks. Asked while
+        a paid body streams, so a Redis that does not answer means no (the stream goes on)."""
+        import json
+
+        try:
+            record = self.cancelled()
+        except redis.RedisError:
+            return False
+        if not record:
+            return False
+        try:
+            return bool(json.loads(record).get("now"))
+        except (ValueError, AttributeError):
+            return False

@@ -229,3 +229,37 @@ def test_a_high_run_overtakes_queued_low_work_and_the_low_run_finishes(
     high_started, queued_at = _started(s3, bucket, "out/high/"), _started(s3, bucket, "out/high/", "queued_at")[0]
     overtaken = [t for t in _started(s3, bucket, "out/low/") if queued_at < t < high_started[-1]]
     assert len(high_started) == 3 and overtaken == [], (queued_at, high_started, overtaken)
+
+
+@pytest.fixture
+def slower_sts(tmp_path: Path) -> Iterator[str]:
+    with LocalStack(workdir=tmp_path / "slower") as own:
+        own.start_sts("--latency-fixed", "8")
+        yield own.sts_url
+
+
+def test_cancel_now_abandons_the_requests_in_flight(stack: LocalStack, s3, bucket: str, tmp_path: Path,
+                                                    slower_sts: str) -> None:
+    source = write_input(tmp_path / "in.wav", 1.0, seed=6)
+    lines = []
+    for i in range(4):
+        s3.upload_file(str(source), bucket, f"in/x{i}.wav")
+        lines.append({"input": f"s3://{bucket}/in/x{i}.wav", "voice_id": VOICES[0], "output_format": "pcm_16000",
+                      "output": f"s3://{bucket}/out/x{i}.pcm"})
+    manifest = write_jsonl(tmp_path / "now.jsonl", lines)
+    with lane(stack, STS_API_BASE_URL=slower_sts, STS_MAX_CONCURRENT_REQUESTS="2",
+              STS_RUNS_URI=f"s3://{bucket}/runs") as test_lane:
+        test_lane.start_worker(concurrency=2)
+        assert test_lane.cli("submit", str(manifest), "--run-id", "now-run").returncode == 0
+        wait_until(lambda: sts_stats(slower_sts)["in_flight"] == 2, 60, "two requests in flight")
+        cancelled = test_lane.cli("cancel", "now-run", "--now")
+        assert cancelled.returncode == 0 and "(--now)" in cancelled.stderr, cancelled.stderr
+        wait_until(lambda: _records(s3, bucket)["failure"] == 4, 30, "every job to end cancelled")
+    assert _records(s3, bucket)["provenance"] == 0  # the two streams were abandoned, not received and kept
+    assert sts_stats(slower_sts)["requests_total"] == 2
+    outcomes = []
+    for i in range(4):
+        failure = json.loads(s3.get_object(Bucket=bucket, Key=f"out/x{i}.pcm.failure.json")["Body"].read())
+        assert failure["status"] == "cancelled"
+        outcomes += [(a["outcome"], "abandoned after" in (a["message"] or "")) for a in failure["attempts"]]
+    assert outcomes == [("cancelled", True)] * 2, outcomes
