@@ -15,6 +15,7 @@ test: setup lint
 
 lint: setup
 	$(PY) -m ruff check pipeline workers tests bench
+	$(PY) -m mypy pipeline workers
 
 bench: setup
 	$(PY) -m bench.run_all

@@ -36,13 +36,13 @@ from bench.report import BenchResult, Figure, Headline
 from bench.run_data import SyntheticRun
 from pipeline.config import Settings
 from pipeline.local.services import LocalStack, Service, free_port
-from pipeline.storage.scan import scan_outputs
-from pipeline.run.submit import enqueue
 from pipeline.manifest.load import load_manifests, parse_manifest
 from pipeline.report.reconcile import reconcile
+from pipeline.run.submit import enqueue
 from pipeline.states import JobState
 from pipeline.storage.memory import MemoryS3
 from pipeline.storage.s3 import Storage
+from pipeline.storage.scan import scan_outputs
 from workers.app import create_app
 
 T = TypeVar("T")

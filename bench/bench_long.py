@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 from pipeline.audio.decode import duration_s
-from pipeline.formats import OUTPUT_FORMATS
 from pipeline.audio.quality import measure
-from pipeline.local.samples import write_speech_like
 from pipeline.audio.segments import cut_segment, plan_segments, stitch
+from pipeline.formats import OUTPUT_FORMATS
+from pipeline.local.samples import write_speech_like
 
 OVERLAP_S = 0.05
 GOAL_MB = 250.0

@@ -4,9 +4,9 @@ for the whole file.
     python -m bench.bench_long_wall [--minutes 60] [--whole]
 
 Same latency model as the throughput benchmark (L = 0.5 s + 0.2 s per second of audio), cap N = 5. The segmented
-job (``pipeline/conversion/longform.py``: default 300 s segments cut at pauses, ``STS_SEGMENT_WORKERS`` = N) is measured from
-enqueue to commit. One request for the whole file takes at least 0.5 + 0.2 x 3600 = 720.5 s by the model, which
-alone is most of ``make bench``'s budget, so it is only run with ``--whole`` (the same pipeline with
+job (``pipeline/conversion/longform.py``: default 300 s segments cut at pauses, ``STS_SEGMENT_WORKERS`` = N) is
+measured from enqueue to commit. One request for the whole file takes at least 0.5 + 0.2 x 3600 = 720.5 s by the
+model, which alone is most of ``make bench``'s budget, so it is only run with ``--whole`` (the same pipeline with
 ``STS_MAX_SEGMENT_SECONDS`` above the input's length, the server's input limits raised); otherwise its floor is
 shown: the larger of the model's L and the server's CPU time for the whole file (one request's blocks are converted
 one after another).
@@ -36,8 +36,8 @@ from bench.common import (
     upload_files,
 )
 from bench.report import BenchResult, Figure, Headline, pct
-from pipeline.local.services import LocalStack
 from pipeline.local.samples import write_speech_like
+from pipeline.local.services import LocalStack
 from pipeline.storage.s3 import Storage
 
 CAP = 5

@@ -8,7 +8,8 @@ for a minute of audio):
 1. Through Celery (one worker, one process, jobs queued together): from each provenance record, ``total_s`` minus
    the attempts' ``duration_s``, over the latter; and the hand-off between two jobs (one's ``finished_at`` to the
    next one's ``started_at``), which no record counts.
-2. In-process, unprofiled: ``pipeline.conversion.job.run_job`` with a ``WorkerContext`` from ``workers.tasks.worker_context``
+2. In-process, unprofiled: ``pipeline.conversion.job.run_job`` with a ``WorkerContext`` from
+   ``workers.tasks.worker_context``
    (what a worker process builds), and the HTTP call timed exactly. An attempt's ``duration_s`` also holds the limiter
    and the output's quality measure; this view does not.
 3. In-process under cProfile, with the profiler switched off during the HTTP call: where the rest goes.
@@ -32,10 +33,10 @@ from bench.common import VOICE_IDS, Lane, LatencyModel, epoch, read_records, s3_
 from bench.report import BenchResult, Figure, Headline, pct
 from pipeline.config import get_settings
 from pipeline.conversion.job import run_job
-from pipeline.run.message import JobMessage
+from pipeline.local.samples import write_speech_like
 from pipeline.local.services import LocalStack
 from pipeline.manifest.load import parse_manifest
-from pipeline.local.samples import write_speech_like
+from pipeline.run.message import JobMessage
 from pipeline.storage.s3 import Storage
 from workers.tasks import worker_context
 
@@ -140,7 +141,7 @@ def figures(celery: list[dict[str, Any]], timed: dict[str, Any], profiled: dict[
         per_job.add(f"Celery job {n + 1}{first}: total_s - attempts", round(api_s, 3), round(outside_s, 3),
                     pct(outside_s / api_s), f"<= {pct(GOAL_SHARE)}")
     starts = sorted((epoch(r["timings"]["started_at"]), epoch(r["timings"]["finished_at"])) for r in celery)
-    gaps = [b[0] - a[1] for a, b in zip(starts, starts[1:])]
+    gaps = [b[0] - a[1] for a, b in zip(starts, starts[1:], strict=False)]
     for label, run in (("in-process run_job, HTTP timed", timed), ("same, under cProfile", profiled)):
         outside_s = run["wall_s"] - run["http_s"]
         per_job.add(label, round(run["http_s"], 3), round(outside_s, 3), pct(outside_s / run["http_s"]),

@@ -45,8 +45,8 @@ from bench.common import (
 )
 from bench.naive_celery import MAX_RETRIES as NAIVE_RETRIES
 from bench.report import BenchResult, Figure, Headline, pct
-from pipeline.local.services import LocalStack
 from pipeline.local.samples import write_speech_like
+from pipeline.local.services import LocalStack
 from pipeline.storage.s3 import Storage
 
 CAP = 5
@@ -58,7 +58,7 @@ GOAL_RATIO = 0.95
 def recording_order(count: int) -> list[int]:
     """Shortest, longest, 2nd shortest, 2nd longest...: every even-length prefix has the batch's mean duration."""
     order = []
-    for low, high in zip(range(count), reversed(range(count))):
+    for low, high in zip(range(count), reversed(range(count)), strict=False):
         if low > high:
             break
         order += [low] if low == high else [low, high]
@@ -89,7 +89,8 @@ def run_pipeline(stack: LocalStack, storage: Storage, batch: list[BatchJob], wor
     services = lane.start_workers(workers, processes)
     outputs = [f"s3://{BUCKET}/out/{job.index:04d}.mp3" for job in batch]
     manifest = workdir / "throughput.jsonl"
-    manifest.write_text("".join(json.dumps(job.line(out, OUTPUT_FORMAT)) + "\n" for job, out in zip(batch, outputs)))
+    manifest.write_text("".join(json.dumps(job.line(out, OUTPUT_FORMAT)) + "\n"
+                                for job, out in zip(batch, outputs, strict=True)))
     reset_server_stats(stack.sts_url)
     groups = {"offline STS server": [stack.service("sts")], "S3 (moto)": [stack.service("s3")],
               "redis": [stack.service("redis")], "workers (+ffmpeg)": services}

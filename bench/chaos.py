@@ -32,7 +32,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,9 @@ import redis
 
 from bench import chaos_audit as audit
 from bench.chaos_report import print_table
-from pipeline.local.services import LocalStack, Service, free_port
 from pipeline.local.samples import speech_like
 from pipeline.local.secret_scan import SecretScanner
+from pipeline.local.services import LocalStack, Service, free_port
 
 #: the whole drill, setup to table; a SIGALRM a little later stops it wherever it is (services are still stopped)
 HARD_STOP_S = 480
@@ -171,6 +172,9 @@ class Drill:
     def stats(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.stack.sts_url}/_admin/stats", timeout=5).json())
 
+    def _disconnects_over(self, count: int) -> bool:
+        return int(self.stats()["client_disconnects"]) > count
+
     def cli(self, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
         """Run the pipeline's CLI as a user would; its output is kept as a log file (the secret scan reads it)."""
         self.cli_runs += 1
@@ -250,7 +254,7 @@ class Drill:
             victim.proc.wait(timeout=10)  # type: ignore[union-attr]
             held = min(WORKER_CONCURRENCY, audit.unfinished_tasks(victim.log_path.read_text(errors="replace")))
             replacement = self.start_worker()
-            wait_until(lambda: self.stats()["client_disconnects"] > before["client_disconnects"], 10, poll_s=0.2)
+            wait_until(partial(self._disconnects_over, before["client_disconnects"]), 10, poll_s=0.2)
             cut = self.stats()["client_disconnects"] - before["client_disconnects"]
             kills.append({"worker": victim.name, "held_tasks": held, "in_flight_at_server": before["in_flight"],
                           "streams_cut": cut, "replacement": replacement.name})
@@ -504,7 +508,7 @@ def main() -> int:
         drill.close()
     figures = drill.figures
     figures["error"] = error
-    figures["when"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    figures["when"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     figures["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     (WORKDIR / "figures.json").write_text(json.dumps(figures, indent=2, default=str))
     ok = print_table(figures, cap=CAP, hard_stop_s=HARD_STOP_S)

@@ -1,5 +1,6 @@
 """What the chaos drill counts: object versions, worker log events, connections, poison-guard leftovers, and secrets
-(with the project's ``pipeline/local/secret_scan.py``; a minimal raw-substring scanner stands in if it cannot be imported).
+(with the project's ``pipeline/local/secret_scan.py``; a minimal raw-substring scanner stands in if it cannot be
+imported).
 """
 
 from __future__ import annotations

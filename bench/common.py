@@ -23,11 +23,11 @@ from botocore.config import Config
 
 from pipeline.local.lane import Lane, wait_for_log  # noqa: F401  (the shared harness; benchmarks import it from here)
 from pipeline.local.services import LOCAL_AWS_ENV, LocalStack, Service
-from pipeline.storage.scan import scan_outputs
 from pipeline.offline.voices import VOICES
-from pipeline.storage.records import failure_uri, provenance_uri
 from pipeline.s3uri import S3Uri
+from pipeline.storage.records import failure_uri, provenance_uri
 from pipeline.storage.s3 import Storage
+from pipeline.storage.scan import scan_outputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VOICE_IDS = tuple(VOICES)
@@ -156,7 +156,7 @@ class InFlightSampler(threading.Thread):
         points = [(t, n) for t, n in self.samples if start <= t <= end]
         if len(points) < 2:
             return 0.0
-        area = sum(n * (t2 - t1) for (t1, n), (t2, _) in zip(points, points[1:]))
+        area = sum(n * (t2 - t1) for (t1, n), (t2, _) in zip(points, points[1:], strict=False))
         return area / (points[-1][0] - points[0][0])
 
 

@@ -7,12 +7,12 @@ Each benchmark returns a ``BenchResult``: its tables plus the raw numbers behind
 from __future__ import annotations
 
 import json
-import time
 import os
 import platform
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class BenchResult:
     figures: list[Figure]
     headlines: list[Headline] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     wall_s: float = 0.0
 
     def markdown(self) -> str:

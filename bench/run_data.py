@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.errors import RejectedError, TransientError
@@ -25,7 +25,7 @@ from pipeline.storage.records import FAILURE_SUFFIX, PROVENANCE_SUFFIX, JobIdent
 INPUT_BUCKET = "bench-cp-inputs"
 VOICE_ID = "BKkWQENix2VWeAv6YV5R"
 AUDIO_BYTES = b"ID3" + bytes(61)  # outputs only need to exist; the reconciler never reads them
-_T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     PipelineError                      every error the library raises on purpose; ``response`` holds what the service
     │                                  answered (status, kept headers, API code) when the error came from a response
     ├── ConfigError                    settings are missing or inconsistent; fix the environment
-    ├── ManifestError                  a manifest cannot be read at all (a bad *line* is a ManifestProblem, not an error)
+    ├── ManifestError                  a manifest cannot be read at all (a bad *line* is a ManifestProblem, not one)
     │   └── FeedError                  a podcast feed, or one of its enclosures, cannot be read or is refused (a
     │                                  ``file:`` URL, a private address, not audio, over the size bound)
     ├── ConditionFailed                a conditional S3 write found the object there (If-None-Match) or changed
@@ -31,8 +31,8 @@
         ├── QuotaExceededError         401 quota_exceeded / 402: the account's credits are spent until the reset
         └── SlotUnavailableError       no concurrency slot within the bounded wait; re-queue the job
 
-Every error knows the state a job ends in when it is final (``final_state``: failed, rejected, deferred or cancelled) and its
-``reason`` code (listed in ``pipeline.reasons``).
+Every error knows the state a job ends in when it is final (``final_state``: failed, rejected, deferred or cancelled)
+and its ``reason`` code (listed in ``pipeline.reasons``).
 
 Messages say what was wrong and what to do. They never contain the API key or any other secret:
 ``redact`` is applied to every message built from foreign text.
@@ -282,7 +282,7 @@ class RejectedError(PipelineError):
 
 
 class RefusedByPlanError(RejectedError):
-    """403: the key's plan cannot do this request shape; ``reason`` is the API's code (output_format_not_allowed, ...)."""
+    """403: the key's plan cannot do this request shape; ``reason`` is the API's code (output_format_not_allowed…)."""
 
     def __init__(self, message: str, *, code: str, detail: Any = None, request_id: str | None = None,
                  response: ResponseInfo | None = None) -> None:

@@ -119,7 +119,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.AUDIO_TOO_LONG: "the service refused the input as too long (400): segment it (STS_MAX_SEGMENT_SECONDS)",
     Reason.INVALID_AUDIO: "the service could not read the input (400): re-export it",
     Reason.REQUEST_TOO_LARGE: "the upload was over the service's size limit (400): compress or segment it",
-    Reason.OUTPUT_FORMAT_NOT_ALLOWED: "the plan's tier does not allow that output_format (403): pick another or upgrade",
+    Reason.OUTPUT_FORMAT_NOT_ALLOWED: "the plan's tier does not allow that output_format (403): choose another or "
+                                      "upgrade",
     Reason.FEATURE_NOT_AVAILABLE: "the plan does not include a feature the request asked for (403)",
     Reason.VOICE_ACCESS_DENIED: "the API key may not use that voice (403)",
     Reason.MODEL_ACCESS_DENIED: "the API key may not use that model (403)",

@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from pipeline.local.lane import Lane, lane  # noqa: F401  (the shared harness; the tests import it from here)
 from pipeline.formats import OUTPUT_FORMATS
+from pipeline.local.lane import Lane, lane  # noqa: F401  (the shared harness; the tests import it from here)
 from pipeline.local.samples import speech_like
 
 VOICES = ("BKkWQENix2VWeAv6YV5R", "AxUN8DXFT6JYQPLTV7j9", "vK7n2rg6OeynABb4ilbv", "xmXfcXc3zRgo3GlCx0pq")

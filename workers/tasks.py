@@ -35,7 +35,7 @@ def worker_context() -> WorkerContext:
 
 
 @shared_task(bind=True, name=TASK_CONVERT, acks_late=True, reject_on_worker_lost=True, max_retries=None)
-def convert(self: Task, message: dict) -> str:  # type: ignore[type-arg]
+def convert(self: Task, message: dict) -> str:
     """Convert one job; the message is a ``JobMessage`` dict."""
     worker = worker_context()
     job_message = JobMessage.from_dict(message)

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from pipeline.cli import cancel, export, feed, manifest, metrics, pause, plan, reconcile, retry, runs, serve, status, submit, validate, worker  # noqa: F401,E501  (registers)
+from pipeline.cli import (  # noqa: F401,E501  (registers)
+    cancel,
+    export,
+    feed,
+    manifest,
+    metrics,
+    pause,
+    plan,
+    reconcile,
+    retry,
+    runs,
+    serve,
+    status,
+    submit,
+    validate,
+    worker,
+)
 from pipeline.cli._base import main
 
 __all__ = ["main"]

@@ -47,8 +47,8 @@ def check_account(settings: Settings, shards: Sequence[Shard], plan: Plan | Call
         with Account.from_settings(settings) as account:
             result = preflight(account, shards, estimate=estimate, ceiling=ceiling)
     except TransientError as error:
-        console.print(f"could not check the account before spending ({error.message}); going on without it", soft_wrap=True,
-                      markup=False, highlight=False)
+        console.print(f"could not check the account before spending ({error.message}); going on without it",
+                      soft_wrap=True, markup=False, highlight=False)
         return None
     for problem in result.problems:
         console.print(str(problem), markup=False, highlight=False, soft_wrap=True)

@@ -24,9 +24,9 @@ def plan(manifests: tuple[Path, ...], output_prefix: str | None, as_json: bool, 
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.config import get_settings
     from pipeline.api.limiter import Limiter
     from pipeline.cli._preflight import check_account
+    from pipeline.config import get_settings
     from pipeline.manifest.load import ManifestLimits, load_manifests
     from pipeline.run.plan import Plan, ShardPlan, make_plan
     from pipeline.storage.s3 import Storage
@@ -36,7 +36,7 @@ def plan(manifests: tuple[Path, ...], output_prefix: str | None, as_json: bool, 
     shards = load_manifests(list(manifests), output_prefix=output_prefix, limits=ManifestLimits.from_settings(settings))
     problems = [p for shard in shards for p in shard.problems]
     for problem in problems:
-        console.print(str(problem), markup=False, highlight=False)
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if concurrency is None:
         try:
             limiter = Limiter.from_settings(

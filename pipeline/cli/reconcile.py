@@ -43,12 +43,11 @@ def reconcile(manifests: tuple[Path, ...], run_id: str | None, runs_uri: str | N
     """
     from rich.console import Console
 
+    from pipeline.cli._control import run_cancelled
     from pipeline.report.html import render_html
     from pipeline.report.reconcile import reconcile as reconcile_run
     from pipeline.report.text import print_report, report_dict, write_csv
     from pipeline.run.retry import write_retry_manifests
-
-    from pipeline.cli._control import run_cancelled
 
     notes = Console(stderr=True)
     source = load_source(manifests, run_id, runs_uri, output_prefix)

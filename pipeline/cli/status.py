@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import UTC
 from typing import TYPE_CHECKING
 
 import click
@@ -21,7 +22,7 @@ REFRESH_S = 1.0
 
 
 def _view(state: RunState, counts: Counter[str]) -> Group:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from rich.console import Group
     from rich.text import Text
@@ -31,7 +32,7 @@ def _view(state: RunState, counts: Counter[str]) -> Group:
     meta = state.meta()
     total = int(meta.get("jobs", sum(counts.values())))
     created = meta.get("created_at")
-    since = (f", submitted {datetime.fromtimestamp(float(created), timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    since = (f", submitted {datetime.fromtimestamp(float(created), UTC):%Y-%m-%d %H:%M:%S} UTC"
              if created else "")
     priority = f", priority {meta['priority']}" if meta.get("priority") else ""
     lines = [Text(f"{done_count(counts)} of {total} done{since}{priority}")]
@@ -73,8 +74,8 @@ def status(run_id: str, watch: bool) -> None:
 
     from pipeline.config import get_settings
     from pipeline.run.progress import done_count
-    from pipeline.run.stored import check_run_id
     from pipeline.run.state import RunState
+    from pipeline.run.stored import check_run_id
 
     console = Console()
     settings = get_settings()
@@ -101,4 +102,5 @@ def status(run_id: str, watch: bool) -> None:
     except KeyboardInterrupt:
         return  # the user stopped watching; the run goes on
     except redis.RedisError as error:
-        raise click.ClickException(f"Redis did not answer ({error}): check STS_BROKER_URL and STS_LIMITER_URL")
+        raise click.ClickException(
+            f"Redis did not answer ({error}): check STS_BROKER_URL and STS_LIMITER_URL") from None

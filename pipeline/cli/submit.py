@@ -56,7 +56,7 @@ def submit(manifests: tuple[Path, ...], run_id: str | None, output_prefix: str |
                             limits=ManifestLimits.from_settings(settings))
     problems = [p for shard in shards for p in shard.problems]
     for problem in problems:
-        console.print(str(problem), markup=False, highlight=False)
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if problems and not skip_invalid:
         console.print(f"{len(problems)} problem(s): nothing was enqueued (fix the lines, or use --skip-invalid)")
         sys.exit(1)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,13 @@ from pipeline.api.limiter import Limiter
 from pipeline.audio.decode import output_duration_s
 from pipeline.config import Settings
 from pipeline.conversion import drain
-from pipeline.errors import InputError, ResponseInfo
 from pipeline.errors import (
     AuthError,
+    InputError,
     PipelineError,
     QuotaExceededError,
     RefusedByPlanError,
+    ResponseInfo,
     RunCancelled,
     SlotUnavailableError,
     TransientError,
@@ -101,7 +102,7 @@ def expected_output_s(job: Job, input_s: float) -> float:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, input_s: float,
@@ -142,7 +143,8 @@ def convert_with_retries(ctx: CallContext, job: Job, audio: Path, out: Path, *, 
                 raise
             wait_s = backoff_delay_s(n, base_s=settings.backoff_base_s, max_s=settings.backoff_max_s,
                                      retry_after_s=error.retry_after_s, rng=ctx.rng)
-            log.info("attempt %d of job voice=%s failed (%s); retrying in %.1f s", n, job.voice_id, error.reason, wait_s)
+            log.info("attempt %d of job voice=%s failed (%s); retrying in %.1f s", n, job.voice_id, error.reason,
+                     wait_s)
             time.sleep(wait_s)
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline._redis import best_effort
 from pipeline.audio.container import wants_wav, wrap_wav
+from pipeline.audio.master import master, target_for, with_mastering
 from pipeline.audio.prepare import content_type_of, prepare
 from pipeline.audio.probe import check_limits, probe
-from pipeline.audio.master import master, target_for, with_mastering
 from pipeline.audio.quality import measure
 from pipeline.audio.tags import copy_tags
 from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expected_output_s
@@ -48,7 +49,6 @@ from pipeline.manifest.keys import output_key_problems
 from pipeline.ops import metrics
 from pipeline.reasons import Reason
 from pipeline.s3uri import S3Uri
-from pipeline._redis import best_effort
 from pipeline.states import JobState
 from pipeline.storage.records import FailureRecord, is_committed, record_failure
 from pipeline.storage.s3 import ObjectInfo, sha256_file
@@ -108,6 +108,7 @@ def _claimed(ctx: JobContext, job: Job, output: S3Uri) -> JobState:
     """Skip a committed job; claim it (so no other delivery spends on it meanwhile), then run it."""
     message = ctx.message
     if is_committed(ctx.storage, output):
+        _leftover_work(ctx, output)
         ctx.run_state.mark(message.job_id, JobState.SUCCEEDED)
         return JobState.SUCCEEDED
     claim = JobClaim(ctx.redis, message.job_id, ttl_s=ctx.settings.claim_ttl)
@@ -138,7 +139,8 @@ def _run(ctx: JobContext, job: Job, output: S3Uri) -> JobState:
             if deliveries > ctx.settings.max_deliveries:
                 raise DeliveryLimitError(
                     f"the job was delivered {deliveries} times and its worker never finished (killed or out of "
-                    f"memory); it was failed to stop a redelivery loop (STS_MAX_DELIVERIES={ctx.settings.max_deliveries})")
+                    f"memory); it was failed to stop a redelivery loop "
+                    f"(STS_MAX_DELIVERIES={ctx.settings.max_deliveries})")
             ctx.run_state.mark(message.job_id, JobState.RUNNING)
             if halted := ctx.run_state.halted():  # e.g. the key was refused: every job would fail the same way
                 raise AuthError(f"the run was stopped before this job started: {halted}", status=401)
@@ -160,12 +162,20 @@ def _run(ctx: JobContext, job: Job, output: S3Uri) -> JobState:
     return state
 
 
+def _leftover_work(ctx: JobContext, output: S3Uri) -> None:
+    """Remove segment checkpoints a worker left when it died between the commit and their cleanup (one LIST)."""
+    try:
+        delete_work(ctx.storage, output)
+    except PipelineError as error:
+        log.warning("job %s: leftover checkpoints not removed: %s", ctx.message.job_id, error.message)
+
+
 def _fail(ctx: JobContext, job: Job, output: S3Uri, error: PipelineError, attempts: list[AttemptRecord],
           deliveries: int) -> JobState:
     message = ctx.message
     record = FailureRecord(
         identity=identity_of(message, job), state=error.final_state, error=error.to_record(),
-        at=datetime.now(timezone.utc).isoformat(), worker=worker_record(ctx.task_id, deliveries),
+        at=datetime.now(UTC).isoformat(), worker=worker_record(ctx.task_id, deliveries),
         attempts=[a.to_dict() for a in attempts], request_ids=[a.request_id for a in attempts if a.request_id],
         cost=cost_of(attempts))
     if _allowed(ctx.settings.allowed_output_buckets, output):  # never write where outputs may not go

@@ -18,14 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expected_output_s
 from pipeline.audio.prepare import content_type_of, to_flac
 from pipeline.audio.probe import AudioInfo
+from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
+from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expected_output_s
 from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE
 from pipeline.keys import WORK_SUFFIX, segment_name
 from pipeline.manifest.job import Job
 from pipeline.s3uri import S3Uri
-from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
 from pipeline.storage.s3 import Storage, sha256_file
 
 if TYPE_CHECKING:

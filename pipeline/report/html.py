@@ -12,8 +12,8 @@ from html import escape
 from typing import Any
 
 from pipeline.report.reconcile import RunReport
-from pipeline.states import LEDGER_STATES
 from pipeline.report.text import report_dict, retry_command
+from pipeline.states import LEDGER_STATES
 
 MAX_BARS = 120  # throughput bars; longer runs are binned in wider intervals
 LISTED = 50  # orphans, missing and invalid lines listed before "and N more"
@@ -166,7 +166,7 @@ def _throughput(report: RunReport) -> str:
         bins[int((minute - first).total_seconds() // 60) // width] += sum(states.values())
     labels = [(first + timedelta(minutes=i * width)).strftime("%H:%M") for i in range(len(bins))]
     caption = f"Jobs finished per {'minute' if width == 1 else f'{width} minutes'} (UTC, from {_day(first)})"
-    return _chart_figure(caption, column_svg(list(zip(labels, bins)), y_label="jobs", width=1100))
+    return _chart_figure(caption, column_svg(list(zip(labels, bins, strict=False)), y_label="jobs", width=1100))
 
 
 def _day(moment: datetime) -> str:
@@ -198,7 +198,7 @@ def histogram_svg(values: list[float], *, unit: str, bins: int = 20) -> str:
     for value in values:
         heights[min(count - 1, int((value - low) / step))] += 1
     labels = [f"{low + i * step:.4g}" for i in range(count)]
-    return column_svg(list(zip(labels, heights)), y_label="outputs", x_label=unit)
+    return column_svg(list(zip(labels, heights, strict=False)), y_label="outputs", x_label=unit)
 
 
 def column_svg(bars: list[tuple[str, float]], *, y_label: str, x_label: str = "", width: int = 540,

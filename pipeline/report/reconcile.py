@@ -25,21 +25,20 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.errors import redact, summarize_rejection
-from pipeline.storage.scan import OutputPresence, scan_outputs
+from pipeline.errors import RecordError, redact, summarize_rejection
 from pipeline.manifest.load import (
     ManifestEntry,
     ManifestProblem,
     Shard,
 )
-from pipeline.errors import RecordError
+from pipeline.s3uri import S3Uri
 from pipeline.states import LEDGER_STATES, JobState
 from pipeline.storage.records import FailureRecord, ProvenanceRecord, failure_uri, provenance_uri
-from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage
+from pipeline.storage.scan import OutputPresence, scan_outputs
 
 #: concurrent GETs of records; S3 serves far more, the bound keeps one reconcile from hogging the connection pool
 FETCH_WORKERS = 16
@@ -122,7 +121,7 @@ class RunReport:
     shards: list[Shard]
     results: list[JobResult]
     run_id: str | None = None
-    generated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def problems(self) -> list[ManifestProblem]:
@@ -243,7 +242,8 @@ def _from_failure(stored: dict[str, Any], base: dict[str, Any], entry: ManifestE
 def _durations(record: ProvenanceRecord) -> dict[str, float]:
     """Input and output seconds and the job's wall time, as far as the record holds them."""
     found = {"input_s": _number(record.input.get("duration_s")), "output_s": _number(record.output.get("duration_s")),
-             "total_s": _number(record.timings.get("total_s")), "queue_wait_s": _number(record.timings.get("queue_wait_s"))}
+             "total_s": _number(record.timings.get("total_s")),
+             "queue_wait_s": _number(record.timings.get("queue_wait_s"))}
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -316,4 +316,4 @@ def _fetch(storage: Storage, uris: Sequence[S3Uri], workers: int) -> dict[str, d
     # more threads than the client's connection pool only churn connections (urllib3 discards the surplus)
     pool_size = getattr(storage.client.meta.config, "max_pool_connections", workers)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, pool_size, len(uris)))) as pool:
-        return {str(uri): record for uri, record in zip(uris, pool.map(read, uris))}
+        return {str(uri): record for uri, record in zip(uris, pool.map(read, uris), strict=False)}

@@ -23,12 +23,12 @@ from typing import Any
 from pipeline.audio.probe import probe
 from pipeline.audio.sniff import id3_size, sniff
 from pipeline.config import Settings
-from pipeline.storage.scan import scan_outputs
-from pipeline.manifest.load import ManifestEntry, Shard
 from pipeline.errors import InputError, RecordError
-from pipeline.storage.records import ProvenanceRecord, provenance_uri
+from pipeline.manifest.load import ManifestEntry, Shard
 from pipeline.s3uri import S3Uri
+from pipeline.storage.records import ProvenanceRecord, provenance_uri
 from pipeline.storage.s3 import Storage
+from pipeline.storage.scan import scan_outputs
 
 #: PCM_S16LE_16 inputs have no header: their duration is their size over 32,000 bytes a second
 RAW_PCM_BYTES_PER_SECOND = 32000
@@ -191,7 +191,7 @@ def make_plan(storage: Storage, shards: Sequence[Shard], settings: Settings, *, 
     # each input is probed once, however many voices × seeds a fanned-out line renders it in (each is billed)
     inputs = list(dict.fromkeys(entry.job.input for entry in todo))
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-        by_input = dict(zip(inputs, pool.map(probe_once, inputs)))
+        by_input = dict(zip(inputs, pool.map(probe_once, inputs), strict=False))
     probed = [_probed(entry, by_input[entry.job.input]) for entry in todo]
     plans = {shard.name: ShardPlan(shard.name, jobs=len(shard.entries)) for shard in shards}
     for entry in entries:

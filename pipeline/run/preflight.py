@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipeline.api.account import Account, Subscription
 from pipeline.formats import FORMAT_MIN_TIER, format_allowed
@@ -52,7 +52,7 @@ class Preflight:
 def reset_text(reset_unix: float | None) -> str:
     if not reset_unix:
         return ""
-    return f"; it resets at {datetime.fromtimestamp(reset_unix, timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return f"; it resets at {datetime.fromtimestamp(reset_unix, UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def preflight(account: Account, shards: Sequence[Shard], *,

@@ -95,7 +95,7 @@ class RunState:
     def refused(self, shapes: Iterable[str]) -> tuple[str, str] | None:
         """The first of ``shapes`` the service refused in this run, and why; None when none was."""
         wanted = list(shapes)
-        for shape, value in zip(wanted, self._redis.hmget(self._refused, wanted)):
+        for shape, value in zip(wanted, self._redis.hmget(self._refused, wanted), strict=False):
             if value is not None:
                 return shape, text(value)
         return None

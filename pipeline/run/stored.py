@@ -14,13 +14,13 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.manifest.load import ManifestLimits, ManifestProblem, Shard, parse_manifest
 from pipeline.errors import ConfigError
 from pipeline.keys import DEFAULT_RUNS_PREFIX
+from pipeline.manifest.load import ManifestLimits, ManifestProblem, Shard, parse_manifest
 from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage
 
@@ -28,7 +28,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("run-%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
 
 
 def check_run_id(run_id: str) -> str:

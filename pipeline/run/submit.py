@@ -11,16 +11,16 @@ import redis
 from celery import Celery
 
 from pipeline import __version__
+from pipeline.manifest.load import ManifestEntry, Shard
 from pipeline.run.budget import Budget
 from pipeline.run.finish import RunFinish
-from pipeline.storage.scan import scan_outputs
-from pipeline.manifest.load import ManifestEntry, Shard
 from pipeline.run.message import PRIORITIES, TASK_CONVERT, JobMessage, task_id
 from pipeline.run.state import RunState
 from pipeline.run.stored import save_run
 from pipeline.s3uri import S3Uri
 from pipeline.states import JobState
 from pipeline.storage.s3 import Storage
+from pipeline.storage.scan import scan_outputs
 
 
 @dataclass

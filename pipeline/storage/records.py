@@ -5,8 +5,8 @@ Key layout for a job whose output is ``s3://B/K``:
     s3://B/K                      the converted audio
     s3://B/K.provenance.json      success: how the output was made. Written LAST, with If-None-Match: *, so it is
                                   the job's commit marker: once it exists, every later delivery stops without spending.
-    s3://B/K.failure.json         a final non-success: failed, rejected, deferred or cancelled. Removed when a later attempt
-                                  succeeds.
+    s3://B/K.failure.json         a final non-success: failed, rejected, deferred or cancelled. Removed when a
+                                  later attempt succeeds.
 
 Both records carry ``schema`` and ``schema_version``; ``from_dict`` checks them and raises ``UnreadableRecord`` for
 anything this version cannot read. The typed records here are what every reader uses (reconcile, plan, the demo,
@@ -16,7 +16,7 @@ benchmarks, tests); nothing else spells their keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import ConditionFailed, PipelineError, RecordError
@@ -77,7 +77,7 @@ def parse_time(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,16 @@ from pathlib import Path
 import redis
 
 from pipeline.local.services import LocalStack
-from tests.support import (FAST_REDELIVERY, VOICES, lane, object_versions, sts_stats, wait_until, write_input,
-                           write_jsonl)
-
+from tests.support import (
+    FAST_REDELIVERY,
+    VOICES,
+    lane,
+    object_versions,
+    sts_stats,
+    wait_until,
+    write_input,
+    write_jsonl,
+)
 
 
 def _one_job(s3, tmp: Path, bucket: str) -> Path:  # type: ignore[no-untyped-def]

@@ -8,9 +8,8 @@ import time
 import pytest
 import redis
 
-from pipeline.run.budget import Budget
 from pipeline.errors import BudgetExceededError
-
+from pipeline.run.budget import Budget
 
 
 def test_reserve_settle_release_arithmetic(redis_client: redis.Redis) -> None:

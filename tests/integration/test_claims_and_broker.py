@@ -305,7 +305,7 @@ def test_without_config_the_policy_is_read_from_info(tmp_path: Path) -> None:
                             stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, 20, proc)
-        client = redis.Redis(port=port)
+        client = redis.Redis(host="127.0.0.1", port=port)
         assert broker_health(client).maxmemory_policy == "volatile-lru"
         client.close()
         with pytest.raises(ConfigError, match="volatile-lru"):

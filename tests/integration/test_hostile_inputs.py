@@ -184,7 +184,8 @@ def _get_json(s3: Any, uri: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """This module's offline server: it accepts only RIGHT_KEY and answers 400 audio_too_long above SERVER_MAX_INPUT_S."""
+    """This module's offline server: it accepts only RIGHT_KEY and answers 400 audio_too_long above
+    SERVER_MAX_INPUT_S."""
     with LocalStack(workdir=tmp_path_factory.mktemp("hostile-sts")) as own:
         own.start_sts("--api-key", RIGHT_KEY, "--max-input-seconds", str(SERVER_MAX_INPUT_S))
         yield own.sts_url

@@ -29,10 +29,10 @@ import httpx
 import pytest
 import redis
 
+from pipeline.local.secret_scan import SecretScanner
 from pipeline.local.services import LocalStack, free_port, wait_for_port
 from pipeline.manifest.keys import MAX_OUTPUT_KEY_BYTES
 from pipeline.run.broker import FIX_COMMAND, FIX_CONF_LINE
-from pipeline.local.secret_scan import SecretScanner
 from tests.support import VOICES, lane, sts_stats, wait_until, write_input, write_jsonl
 
 TAG = uuid.uuid4().hex[:8]
@@ -178,7 +178,7 @@ def evicting_broker(tmp_path: Path) -> Iterator[str]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, 20, proc)
-        with redis.Redis(port=port) as client:
+        with redis.Redis(host="127.0.0.1", port=port) as client:
             client.config_set("maxmemory-policy", "allkeys-lru")
         yield f"redis://127.0.0.1:{port}/0"
     finally:

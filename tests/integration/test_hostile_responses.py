@@ -187,7 +187,7 @@ def test_hostile_200s_fail_their_jobs_through_a_worker(stack: LocalStack, s3: An
         elapsed = time.monotonic() - started
     assert result.returncode == 1, (result.stdout[-2000:], result.stderr[-3000:])
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/").get("Contents", [])}
-    for name, (voice, _, reason) in cases.items():
+    for name, (_voice, _, reason) in cases.items():
         if reason is None:
             assert f"out/{name}.bin" in keys and f"out/{name}.bin.provenance.json" in keys
             continue
@@ -199,7 +199,9 @@ def test_hostile_200s_fail_their_jobs_through_a_worker(stack: LocalStack, s3: An
         assert all(a["credits"] == float(COST) for a in attempts), attempts  # billed, then refused: still recorded
         assert all(a["duration_s"] < 10 for a in attempts), attempts
     endless = [sent for voice, sent in StandIn.requests if voice == ENDLESS_VOICE]
-    assert len(endless) == 2 and all(sent < 4 * 1024 * 1024 for sent in endless), endless  # not read to the end
+    # not read to the end: what the stand-in got rid of is what the client read (at most its byte bound, under 1 MB
+    # here) plus what the loopback's socket buffers hold, which the kernel sizes (several MB; more on some machines)
+    assert len(endless) == 2 and all(sent < 1024 * 1024 + _socket_buffering() for sent in endless), endless
     assert elapsed < 120
 
 
@@ -216,3 +218,7 @@ def test_a_trickling_body_ends_at_its_deadline_over_real_http(stand_in: str, tmp
     assert 2.0 <= elapsed < 4.0, elapsed  # the deadline (2 s) plus at most one gap between bytes
     assert caught.value.response is not None and caught.value.response.headers["character-cost"] == COST
 
+
+def _socket_buffering() -> int:
+    """The most a TCP connection's two buffers can hold on this machine (tcp_rmem and tcp_wmem maxima)."""
+    return sum(int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2]) for name in ("tcp_rmem", "tcp_wmem"))

@@ -17,10 +17,9 @@ from contextlib import ExitStack
 import pytest
 import redis
 
-from pipeline.local.services import LocalStack
-from pipeline.errors import SlotUnavailableError
 from pipeline.api.limiter import Limiter, LimiterConfig, key_id_for
-
+from pipeline.errors import SlotUnavailableError
+from pipeline.local.services import LocalStack
 
 KEY_ID = key_id_for("test-api-key-not-real")
 

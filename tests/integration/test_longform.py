@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.local.services import LocalStack
 from pipeline.local.samples import write_speech_like
+from pipeline.local.services import LocalStack
 from tests.support import VOICES, decoded_seconds, lane, sts_stats, write_jsonl
 
 MINUTES = 20

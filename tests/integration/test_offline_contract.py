@@ -21,11 +21,10 @@ import httpx
 import pytest
 import soundfile as sf
 
+from pipeline.local.samples import speech_like
 from pipeline.local.services import LocalStack
 from pipeline.offline.voices import DEFAULT_VOICE_ID, VOICES
-from pipeline.local.samples import speech_like
 from tests.offline.spec import ENVELOPE_VALIDATOR, VALIDATION, errors_of, response_validator
-
 
 RATE = 16000
 KEY = "offline-contract-test-key"

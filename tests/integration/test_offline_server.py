@@ -24,13 +24,12 @@ import soundfile as sf
 from elevenlabs.client import ElevenLabs
 from elevenlabs.core.api_error import ApiError as SdkApiError
 
-from pipeline.local.services import LocalStack
 from pipeline.formats import OUTPUT_FORMATS, OutputFormat
+from pipeline.local.samples import speech_like
+from pipeline.local.services import LocalStack
 from pipeline.offline.faults import FaultInjector, FaultSettings
 from pipeline.offline.level import PEAK_CEILING_DBFS, integrated_lufs
 from pipeline.offline.voices import DEFAULT_VOICE_ID, VOICES
-from pipeline.local.samples import speech_like
-
 
 RATE = 16000
 KEY = "offline-server-test-key"

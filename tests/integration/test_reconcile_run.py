@@ -1,9 +1,9 @@
 """A real run of 3 shards with every kind of trouble, Redis flushed mid-run; the answer comes from S3 alone.
 
-Shard A has two lines the API rejects (400 audio_too_long: longer than the server's input limit), a missing input and a corrupt
-input; shard B is plain; shard C runs while the server answers 500 to everything, beyond the attempt limit. Redis is
-flushed while A and B are under way, so some of their jobs never run. ``reconcile`` must count each shard exactly as
-S3 holds it; after the user fixes the two bad inputs, ``retry`` completes everything retryable, and a second
+Shard A has two lines the API rejects (400 audio_too_long: longer than the server's input limit), a missing input and
+a corrupt input; shard B is plain; shard C runs while the server answers 500 to everything, beyond the attempt limit.
+Redis is flushed while A and B are under way, so some of their jobs never run. ``reconcile`` must count each shard
+exactly as S3 holds it; after the user fixes the two bad inputs, ``retry`` completes everything retryable, and a second
 ``reconcile`` leaves only the rejections. The HTML page renders in Chromium with the JSON's numbers.
 """
 

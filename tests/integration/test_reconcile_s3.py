@@ -17,18 +17,17 @@ from click.testing import CliRunner, Result
 
 from pipeline.cli import main
 from pipeline.config import Settings, get_settings
-from pipeline.local.services import LocalStack, free_port
 from pipeline.errors import ApiError, BudgetExceededError, InputError
+from pipeline.local.services import LocalStack, free_port
 from pipeline.manifest.load import Shard, load_manifests
-from pipeline.storage.records import commit, failure_uri, record_failure
 from pipeline.report.reconcile import reconcile
-from pipeline.run.stored import load_run, save_run
 from pipeline.run.state import RunState
-from pipeline.states import JobState
+from pipeline.run.stored import load_run, save_run
 from pipeline.s3uri import S3Uri
+from pipeline.states import JobState
+from pipeline.storage.records import commit, failure_uri, record_failure
 from pipeline.storage.s3 import Storage
 from tests.report.test_reconcile import failure, line, provenance, rejected_error
-
 
 EXPECTED = {"a.jsonl:1": "succeeded", "a.jsonl:2": "succeeded", "a.jsonl:3": "failed", "a.jsonl:4": "rejected",
             "a.jsonl:5": "missing", "b.jsonl:1": "succeeded", "b.jsonl:2": "deferred", "b.jsonl:3": "orphan",
@@ -70,7 +69,7 @@ def write_scenario(storage: Storage, bucket: str, tmp: Path) -> list[Path]:
     a = [line("a", n, bucket) for n in range(1, 6)] + [{**line("a", 6, bucket), "voice_id": "not a voice!"}]
     b = [line("b", n, bucket) for n in range(1, 5)]
     paths = [tmp / "a.jsonl", tmp / "b.jsonl"]
-    for path, lines in zip(paths, (a, b)):
+    for path, lines in zip(paths, (a, b), strict=False):
         path.write_text("".join(json.dumps(item) + "\n" for item in lines))
     shard_a, shard_b = load_manifests(paths)
     ea, eb = shard_a.entries, shard_b.entries

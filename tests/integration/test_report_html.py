@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import struct
+import subprocess
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-
-from pipeline.local.services import LocalStack
 from pipeline.errors import ApiError, BudgetExceededError, InputError
+from pipeline.local.services import LocalStack
 from pipeline.manifest.load import load_manifests
-from pipeline.storage.records import commit, record_failure
 from pipeline.s3uri import S3Uri
+from pipeline.storage.records import commit, record_failure
 from tests.integration.test_reconcile_s3 import cli, no_redis, storage_for
 from tests.report.test_reconcile import failure, line, provenance, rejected_error
-
 
 CHROMIUM = ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]

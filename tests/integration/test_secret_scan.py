@@ -23,12 +23,12 @@ import pytest
 import redis
 from rich.console import Console
 
-from pipeline.local.services import LocalStack, free_port
+from pipeline.api.client import StsClient
 from pipeline.errors import PipelineError, redact, register_secret
+from pipeline.local.secret_scan import Hit, SecretScanner, scan
+from pipeline.local.services import LocalStack, free_port
 from pipeline.manifest.job import Job
 from pipeline.run.progress import wait_for_run
-from pipeline.api.client import StsClient
-from pipeline.local.secret_scan import Hit, SecretScanner, scan
 from tests.support import VOICES, lane, write_input, write_jsonl
 
 TOKEN = secrets.token_hex(8)
@@ -56,7 +56,8 @@ class ScannedRun:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Accepts only API_KEY, answers 400 audio_too_long above 3 s, and fails its 1st, 2nd and 4th admitted requests with a 500."""
+    """Accepts only API_KEY, answers 400 audio_too_long above 3 s, and fails its 1st, 2nd and 4th admitted requests
+    with a 500."""
     with LocalStack(workdir=tmp_path_factory.mktemp("secret-sts")) as own:
         own.start_sts("--api-key", API_KEY, "--max-input-seconds", str(SERVER_MAX_INPUT_S), "--rate-500", "0.3",
                       "--fault-seed", "1")

@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis
 
-from pipeline.run.budget import Budget
 from pipeline.local.services import LocalStack
+from pipeline.run.budget import Budget
 from tests.support import VOICES, lane, write_input, write_jsonl
 
 SECONDS = 3.0

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import pyworld as pw
 
+from pipeline.local.samples import speech_like
 from pipeline.offline import blocks, denoise, dsp, effects, level
 from pipeline.offline.endpoint import credits_for
 from pipeline.offline.faults import FaultInjector, FaultSettings
 from pipeline.offline.params import parse_request
 from pipeline.offline.problems import Invalid
 from pipeline.offline.voices import DEFAULT_VOICE_ID, VOICES
-from pipeline.local.samples import speech_like
 
 RATE = dsp.WORK_RATE_HZ
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from elevenlabs.client import ElevenLabs
 
-from pipeline.manifest.job import Job, VoiceSettings
 from pipeline.api.client import StsClient
+from pipeline.manifest.job import Job, VoiceSettings
 from tests.offline.spec import coerce, form_errors, operation, validator
 
 VOICE = "AxUN8DXFT6JYQPLTV7j9"
