@@ -16,6 +16,7 @@ import soundfile as sf
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.local.lane import Lane, lane  # noqa: F401  (the shared harness; the tests import it from here)
 from pipeline.local.samples import speech_like
+from pipeline.ops.queue import priority_lists
 
 VOICES = ("BKkWQENix2VWeAv6YV5R", "AxUN8DXFT6JYQPLTV7j9", "vK7n2rg6OeynABb4ilbv", "xmXfcXc3zRgo3GlCx0pq")
 #: worker settings that make a dead worker's job come back within seconds (tests of redelivery)
@@ -70,3 +71,9 @@ def object_versions(s3: Any, bucket: str, key: str) -> int:
     """How many versions of exactly ``key`` a versioned bucket holds."""
     listed = s3.list_object_versions(Bucket=bucket, Prefix=key)
     return sum(1 for v in listed.get("Versions", []) if v["Key"] == key)
+
+
+def queued(client: Any, queue: str) -> int:
+    """Messages waiting on ``queue``, in its base list and every priority sub-list (a normal-priority run's messages
+    are not in the base list)."""
+    return sum(int(client.llen(name)) for name in priority_lists(queue))

@@ -22,6 +22,7 @@ from tests.support import (
     VOICES,
     lane,
     object_versions,
+    queued,
     sts_stats,
     wait_until,
     write_input,
@@ -70,7 +71,7 @@ def test_submit_wait_says_in_one_line_that_the_run_state_is_gone(
                                        stderr=subprocess.PIPE, text=True)
             try:
                 with redis.Redis.from_url(own.redis_url) as client:
-                    wait_until(lambda: client.llen(test_lane.queue) == 1, 60, "the job to be queued")
+                    wait_until(lambda: queued(client, test_lane.queue) == 1, 60, "the job to be queued")
                 own.service("redis").stop()
                 time.sleep(2)
                 own.start_redis(port=own.redis_port)

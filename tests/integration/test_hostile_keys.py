@@ -33,7 +33,7 @@ from pipeline.local.secret_scan import SecretScanner
 from pipeline.local.services import LocalStack, free_port, wait_for_port
 from pipeline.manifest.keys import MAX_OUTPUT_KEY_BYTES
 from pipeline.run.broker import FIX_COMMAND, FIX_CONF_LINE
-from tests.support import VOICES, lane, sts_stats, wait_until, write_input, write_jsonl
+from tests.support import VOICES, lane, queued, sts_stats, wait_until, write_input, write_jsonl
 
 TAG = uuid.uuid4().hex[:8]
 FAST = {"STS_BACKOFF_BASE_S": "0.1", "STS_BACKOFF_MAX_S": "0.5", "STS_MAX_ATTEMPTS": "2",
@@ -199,10 +199,10 @@ def test_an_evicting_broker_is_refused_by_submit_and_worker(stack: LocalStack, s
             assert "maxmemory-policy allkeys-lru" in refused.stderr
             assert FIX_COMMAND in refused.stderr and FIX_CONF_LINE in refused.stderr
         with redis.Redis.from_url(evicting_broker) as client:
-            assert client.llen(test_lane.queue) == 0  # nothing was enqueued
+            assert queued(client, test_lane.queue) == 0  # nothing was enqueued
             allowed = test_lane.cli("submit", str(manifest), timeout_s=60, STS_ALLOW_EVICTING_BROKER="1")
             assert allowed.returncode == 0, allowed.stderr[-2000:]
-            assert client.llen(test_lane.queue) == 1
+            assert queued(client, test_lane.queue) == 1
         assert "going on: STS_ALLOW_EVICTING_BROKER=1" in allowed.stderr
         assert "keeps nothing on disk" in allowed.stderr
         running = test_lane.start_worker(concurrency=1, STS_ALLOW_EVICTING_BROKER="1")

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from pipeline.local.services import LocalStack
-from tests.support import VOICES, lane, sts_stats, write_input, write_jsonl
+from tests.support import VOICES, lane, queued, sts_stats, write_input, write_jsonl
 
 KEY = "preflight-key"
 IN, OUT = "preflight-in", "preflight-out"
@@ -81,7 +81,7 @@ def test_the_preflight_names_every_line_the_account_refuses_and_spends_nothing(s
         planned = test_lane.cli("plan", str(manifest), "--json")
         submitted = test_lane.cli("submit", str(manifest))
         with redis.Redis.from_url(starter.redis_url) as client:
-            queued = client.llen(test_lane.queue)
+            waiting = queued(client, test_lane.queue)
     assert validated.stdout, validated.stderr[-3000:]
     for output in (validated.stdout, planned.stderr, submitted.stderr):
         assert f"{manifest}:2: voice_id:" in output and "NoSuchVoice000000000" in output
@@ -91,7 +91,7 @@ def test_the_preflight_names_every_line_the_account_refuses_and_spends_nothing(s
     assert validated.returncode == 1 and planned.returncode == 1 and submitted.returncode == 1
     assert f"{manifest}:1:" not in validated.stdout and f"{manifest}:5:" not in validated.stdout
     assert json.loads(planned.stdout)["preflight"]["credits_left"] == 2500
-    assert "nothing was enqueued" in submitted.stderr and queued == 0
+    assert "nothing was enqueued" in submitted.stderr and waiting == 0
     assert _speech_requests(starter.sts_url) == 0  # the account endpoints only: no speech-to-speech request
 
 

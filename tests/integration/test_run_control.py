@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from pipeline.local.services import LocalStack
-from tests.support import VOICES, lane, sts_stats, wait_until, write_input, write_jsonl
+from tests.support import VOICES, lane, queued, sts_stats, wait_until, write_input, write_jsonl
 
 JOBS = 40
 
@@ -193,7 +193,7 @@ def test_a_paused_run_that_is_cancelled_ends_every_parked_job_cancelled(
         assert test_lane.cli("submit", str(manifest), "--run-id", "parked-run").returncode == 0
         paused = test_lane.cli("pause", "parked-run")
         assert "6 queued job(s) parked" in paused.stderr, paused.stderr
-        assert redis.Redis.from_url(stack.redis_url).llen(test_lane.queue) == 0
+        assert queued(redis.Redis.from_url(stack.redis_url), test_lane.queue) == 0
         assert test_lane.cli("cancel", "parked-run").returncode == 0
         test_lane.start_worker(concurrency=2)
         wait_until(lambda: _records(s3, bucket)["failure"] == 6, 60, "every parked job to end cancelled")

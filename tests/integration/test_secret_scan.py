@@ -29,7 +29,7 @@ from pipeline.local.secret_scan import Hit, SecretScanner, scan
 from pipeline.local.services import LocalStack, free_port
 from pipeline.manifest.job import Job
 from pipeline.run.progress import wait_for_run
-from tests.support import VOICES, lane, write_input, write_jsonl
+from tests.support import VOICES, lane, queued, write_input, write_jsonl
 
 TOKEN = secrets.token_hex(8)
 API_KEY = f"sk_SECRET_SCAN_c0ffee{TOKEN}"
@@ -82,7 +82,7 @@ def scanned(stack: LocalStack, s3: Any, server: str, tmp_path_factory: pytest.Te
             redis.Redis.from_url(stack.redis_url) as client:
         submitted = test_lane.cli("submit", str(manifest))
         run_id = submitted.stdout.strip()
-        queued_messages = client.llen(test_lane.queue)
+        queued_messages = queued(client, test_lane.queue)
         queued_hits = SecretScanner(SECRETS).scan_redis(client)  # the task messages, before a worker takes them
         worker = test_lane.start_worker(concurrency=2)
         counts = wait_for_run(client, run_id, len(lines), console=Console(file=io.StringIO()), timeout_s=120)
