@@ -58,12 +58,16 @@ def _to_float(cell: str) -> float:
     return number
 
 
-def _to_object(cell: str) -> dict[str, Any]:
+def _json_cell(cell: str, expected: str) -> Any:
+    """The cell read as JSON; a ValueError saying what was ``expected`` and where the JSON broke."""
     try:
-        value = json.loads(cell)
+        return json.loads(cell)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"must be a JSON object such as {{\"key\": 1}}; invalid JSON at column {exc.colno} "
-                         f"of the cell: {exc.msg}") from None
+        raise ValueError(f"must be {expected}; invalid JSON at column {exc.colno} of the cell: {exc.msg}") from None
+
+
+def _to_object(cell: str) -> dict[str, Any]:
+    value = _json_cell(cell, 'a JSON object such as {"key": 1}')
     if not isinstance(value, dict):
         raise ValueError(f"must be a JSON object such as {{\"key\": 1}}, got {describe(value)}")
     return value
@@ -101,11 +105,7 @@ def _to_list(item: Callable[[str], Any] | None) -> Callable[[str], list[Any]]:
     def convert(cell: str) -> list[Any]:
         text = cell.strip()
         if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON array such as [1, 2] or items separated by ';'; invalid JSON at "
-                                 f"column {exc.colno} of the cell: {exc.msg}") from None
+            value = _json_cell(text, "a JSON array such as [1, 2] or items separated by ';'")
             if not isinstance(value, list):
                 raise ValueError(f"must be a list, got {describe(value)}")
             return value
