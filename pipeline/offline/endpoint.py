@@ -42,6 +42,9 @@ from pipeline.offline.state import ServerState
 from pipeline.offline.voices import Voice
 
 _ID_ALPHABET = string.ascii_letters + string.digits
+#: the most of the latency floor left for the encoder's flush after the last block: blocks are paced to end this much
+#: (or a tenth of the floor, if less) before it, and the last chunk is held until the floor itself
+ENCODER_TAIL_S = 0.25
 
 
 def credits_for(seconds: float, credits_per_second: float) -> int:
@@ -221,11 +224,10 @@ async def _respond(state: ServerState, conversion: Conversion, draw: Draw, cost:
         headers["history-item-id"] = _history_item_id()
     job = _render_job(conversion, state.config.engine)
     min_total_s = state.faults.settings.min_total_s(conversion.audio_s)
+    blocks_done_s = max(0.0, min_total_s - min(ENCODER_TAIL_S, min_total_s / 10))
 
     async def pace(done_fraction: float) -> None:
-        delay = arrival + min_total_s * done_fraction - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await _until(arrival + blocks_done_s * done_fraction)
 
     chunks = render(job, state.pool(), pace)
     cut_after = content_length = None
@@ -235,6 +237,7 @@ async def _respond(state: ServerState, conversion: Conversion, draw: Draw, cost:
         body = await _whole(state, chunks, cost)
         content_length = expected = len(body)
         chunks = _pieces(body)
+    chunks = _last_chunk_at(chunks, arrival + min_total_s)
     if draw.cut_fraction is not None:
         cut_after = int(expected * draw.cut_fraction)
         state.stats.faults_injected["cut"] += 1
@@ -263,6 +266,28 @@ def _finished(state: ServerState, outcome: Outcome) -> None:
         state.stats.cut_streams += 1
     elif outcome is Outcome.DISCONNECTED:
         state.stats.client_disconnects += 1
+
+
+async def _until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _last_chunk_at(chunks: AsyncGenerator[bytes, None], deadline: float) -> AsyncGenerator[bytes, None]:
+    """The chunks as they come, but the last one held until ``deadline``: the latency model's floor is then the time
+    to the last byte, and the encoder's flush after the last block is hidden inside it instead of added to it."""
+    held: bytes | None = None
+    try:
+        async for chunk in chunks:
+            if held is not None:
+                yield held
+            held = chunk
+        await _until(deadline)
+        if held is not None:
+            yield held
+    finally:
+        await chunks.aclose()
 
 
 async def _pieces(body: bytes, size: int = 65536) -> AsyncGenerator[bytes, None]:
