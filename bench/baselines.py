@@ -72,15 +72,15 @@ def sdk_loop(stack: LocalStack, jobs: Sequence[BatchJob], *, output_prefix: str,
 
 def naive_workers(stack: LocalStack, jobs: Sequence[BatchJob], *, output_prefix: str, output_format: str,
                   rate_limit: str, workers: int, concurrency: int, model: LatencyModel, cap: int,
-                  timeout_s: float) -> dict[str, Any]:
-    """Run ``jobs`` through the naive Celery app with ``workers`` workers; wait at most ``timeout_s``."""
+                  timeout_s: float, pool: str = "prefork") -> dict[str, Any]:
+    """Run ``jobs`` through the naive Celery app with ``workers`` workers of ``pool``; wait at most ``timeout_s``."""
     tag = f"run{int(time.time())}"
     env = {**stack.env(), "PYTHONPATH": str(REPO_ROOT), "BENCH_NAIVE_BROKER_URL": stack.redis_url,
            "BENCH_NAIVE_QUEUE": NAIVE_QUEUE, "BENCH_NAIVE_RATE_LIMIT": rate_limit,
            "BENCH_NAIVE_API_KEY": NAIVE_API_KEY}
     services = []
     for n in range(workers):
-        argv = [sys.executable, "-m", "celery", "-A", "bench.naive_celery", "worker", "-P", "prefork", "-c",
+        argv = [sys.executable, "-m", "celery", "-A", "bench.naive_celery", "worker", "-P", pool, "-c",
                 str(concurrency), "-Q", NAIVE_QUEUE, "--hostname", f"naive{n}@%h", "--without-gossip",
                 "--without-mingle", "--loglevel", "INFO"]
         service = Service(f"naive{n}", argv, env, stack.workdir / f"naive{n}.log").start()
@@ -119,5 +119,5 @@ def naive_workers(stack: LocalStack, jobs: Sequence[BatchJob], *, output_prefix:
     admitted = [model.seconds(job.audio_s) for job in jobs if job.index in done_indexes]  # 429s are not admitted
     return {"jobs": len(jobs), "ok": len(done_at), "failed": failed, "unfinished": len(jobs) - len(done_at) - failed,
             "retried": retried, "wall_s": wall_s, "timed_out": not finished_all, "rate_limit": rate_limit,
-            "workers": workers, "concurrency": concurrency, "server": stats,
+            "workers": workers, "concurrency": concurrency, "pool": pool, "server": stats,
             "observed": seen.summary(admitted, cap, seen.started, seen.started + wall_s)}

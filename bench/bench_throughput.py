@@ -83,13 +83,17 @@ def make_batch(client: Any, workdir: Path, jobs: int, recordings: int, low_s: fl
 
 
 def run_pipeline(stack: LocalStack, storage: Storage, batch: list[BatchJob], workdir: Path, *, model: LatencyModel,
-                 workers: int, processes: int, timeout_s: float) -> dict[str, Any]:
-    """Submit the batch through the CLI to ``workers`` x ``processes`` worker processes; read back every record."""
-    lane = Lane(stack, "bench-throughput", "bench-pipeline-key", {"STS_MAX_CONCURRENT_REQUESTS": str(CAP)})
+                 workers: int, processes: int, timeout_s: float, cap: int = CAP, pool: str = "prefork",
+                 output_format: str = OUTPUT_FORMAT, name: str = "throughput") -> dict[str, Any]:
+    """Submit the batch through the CLI to ``workers`` workers of ``processes`` jobs at once each (prefork
+    processes or threads); read back every record."""
+    lane = Lane(stack, f"bench-{name}", "bench-pipeline-key",
+                {"STS_MAX_CONCURRENT_REQUESTS": str(cap), "STS_WORKER_POOL": pool})
     services = lane.start_workers(workers, processes)
-    outputs = [f"s3://{BUCKET}/out/{job.index:04d}.mp3" for job in batch]
-    manifest = workdir / "throughput.jsonl"
-    manifest.write_text("".join(json.dumps(job.line(out, OUTPUT_FORMAT)) + "\n"
+    extension = "pcm" if output_format.startswith("pcm_") else output_format.split("_")[0]
+    outputs = [f"s3://{BUCKET}/{name}/{job.index:04d}.{extension}" for job in batch]
+    manifest = workdir / f"{name}.jsonl"
+    manifest.write_text("".join(json.dumps(job.line(out, output_format)) + "\n"
                                 for job, out in zip(batch, outputs, strict=True)))
     reset_server_stats(stack.sts_url)
     groups = {"offline STS server": [stack.service("sts")], "S3 (moto)": [stack.service("s3")],
@@ -118,8 +122,9 @@ def run_pipeline(stack: LocalStack, storage: Storage, batch: list[BatchJob], wor
         "counts": dict(counts), "wall_s": wall_s, "model_l_s": model_l,
         "steady_window_s": (steady[-1] - steady[0]) if len(steady) > 1 else 0.0,
         "steady_jobs": len(steady) - 1,
-        "observed": seen.summary(model_l, CAP, start, start + wall_s),
-        "occupancy_steady": seen.sampler.mean_between(starts[0] + clock_offset, starts[-1] + clock_offset) / CAP
+        "observed": seen.summary(model_l, cap, start, start + wall_s), "cap": cap, "pool": pool,
+        "workers": workers, "processes": processes,
+        "occupancy_steady": seen.sampler.mean_between(starts[0] + clock_offset, starts[-1] + clock_offset) / cap
         if starts else 0.0,
         "first_request_s": (starts[0] - queued) if starts else None,
         "retried_jobs": sum(1 for p in committed if len(p["attempts"]) > 1),
@@ -135,16 +140,16 @@ def _client_cpu_s(observed: dict[str, Any]) -> float:
     return sum(v for k, v in observed["cpu_s"].items() if k not in ("offline STS server", "S3 (moto)"))
 
 
-def figures(pipe: dict[str, Any], sdk: dict[str, Any], naive: dict[str, Any], args: argparse.Namespace
-            ) -> list[Figure]:
-    model = LatencyModel(args.fixed_s, args.per_audio_s)
+def figures(pipe: dict[str, Any], sdk: dict[str, Any], naive: dict[str, Any], model: LatencyModel, *,
+            naive_timeout_s: float, goal: float = GOAL_RATIO) -> list[Figure]:
+    cap = pipe["cap"]
     mean_l = mean(pipe["model_l_s"]) if pipe["model_l_s"] else model.seconds(20.0)
-    ceiling = CAP / mean_l
+    ceiling = cap / mean_l
     rate = pipe["succeeded"] / pipe["wall_s"]
     seen = pipe["observed"]
-    main = Figure(f"Throughput: {pipe['jobs']} jobs of 10-30 s, cap N={CAP}, L = {model.fixed_s} s + "
-                  f"{model.per_audio_s} s/s of audio ({args.workers} workers x {args.processes} processes)",
-                  ["figure", "value", "goal"])
+    shape = f"{pipe['workers']} workers x {pipe['processes']} {_unit(pipe['pool'])}"
+    main = Figure(f"Throughput: {pipe['jobs']} jobs of 10-30 s, cap N={cap}, L = {model.fixed_s} s + "
+                  f"{model.per_audio_s} s/s of audio ({shape})", ["figure", "value", "goal"])
     unfinished = pipe["jobs"] - pipe["succeeded"] - pipe["failed"]
     main.add("jobs succeeded / failed / unfinished at the bound", f"{pipe['succeeded']} / {pipe['failed']} / "
              f"{unfinished}", f"{pipe['jobs']} / 0 / 0")
@@ -153,7 +158,7 @@ def figures(pipe: dict[str, Any], sdk: dict[str, Any], naive: dict[str, Any], ar
     main.add("mean model L (s)", round(mean_l, 3), None)
     main.add("ceiling N / mean(L) (jobs/s)", round(ceiling, 3), None)
     main.add("achieved (jobs/s)", round(rate, 3), None)
-    main.add("achieved / ceiling", pct(rate / ceiling), f">= {pct(GOAL_RATIO)}")
+    main.add("achieved / ceiling", pct(rate / ceiling), f">= {pct(goal)}")
     if pipe["steady_window_s"]:
         steady = pipe["steady_jobs"] / pipe["steady_window_s"]
         main.add("same, steady state: commits from the first commit to the last request start", pct(steady / ceiling),
@@ -165,7 +170,7 @@ def figures(pipe: dict[str, Any], sdk: dict[str, Any], naive: dict[str, Any], ar
     server = pipe["server"]
     main.add("server: requests / 429s / max in flight",
              f"{server['requests_total']} / {server['requests_by_status'].get('429', 0)} / "
-             f"{server['max_in_flight']}", f"{pipe['jobs']} / 0 / {CAP}")
+             f"{server['max_in_flight']}", f"{pipe['jobs']} / 0 / {cap}")
     main.add("jobs with more than one attempt", pipe["retried_jobs"], "0")
     main.notes.append("achieved / ceiling = occupancy / stretch (both from the server's in-flight count, sampled "
                       "every 0.1 s, and Little's law)")
@@ -189,7 +194,7 @@ def figures(pipe: dict[str, Any], sdk: dict[str, Any], naive: dict[str, Any], ar
     compare = Figure("Beside the baselines (same server, same inputs, same latency model)",
                      ["client", "jobs", "ok", "failed", "429s", "wall s", "jobs/s", "/ ceiling", "occupancy",
                       "stretch", "client CPU s/job", "server CPU s/job", "pipeline is x faster"])
-    arms = [(f"pipeline ({args.workers}x{args.processes} processes, shared limiter)", pipe["jobs"],
+    arms = [(f"pipeline ({shape}, shared limiter)", pipe["jobs"],
              pipe["succeeded"], pipe["failed"] + unfinished, seen, server, pipe["wall_s"])]
     if sdk:
         arms.append(("vendor SDK, sequential loop", sdk["jobs"], sdk["ok"], sdk["failed"], sdk["observed"],
@@ -216,9 +221,13 @@ def figures(pipe: dict[str, Any], sdk: dict[str, Any], naive: dict[str, Any], ar
     if naive:
         compare.notes.append(
             f"naive: {naive['retried']} retries after 429/5xx, {naive['failed']} jobs failed after "
-            f"{NAIVE_RETRIES} retries, {naive['unfinished']} unfinished when the {args.naive_timeout_s:.0f} s bound "
-            f"hit; server max in flight {naive['server']['max_in_flight']} (cap {CAP}, rejected above it)")
+            f"{NAIVE_RETRIES} retries, {naive['unfinished']} unfinished when the {naive_timeout_s:.0f} s bound "
+            f"hit; server max in flight {naive['server']['max_in_flight']} (cap {cap}, rejected above it)")
     return [main, cpu, compare]
+
+
+def _unit(pool: str) -> str:
+    return "threads" if pool == "threads" else "processes"
 
 
 def headlines(pipe: dict[str, Any], sdk: dict[str, Any]) -> list[Headline]:
@@ -272,7 +281,8 @@ def main(argv: list[str] | None = None) -> BenchResult:
                               output_format=OUTPUT_FORMAT, rate_limit=f"{per_minute}/m", workers=2,
                               concurrency=CAP, model=model, cap=CAP, timeout_s=args.naive_timeout_s) \
             if args.naive_jobs else {}
-    result = BenchResult("throughput", figures(pipe, sdk, naive, args), headlines(pipe, sdk),
+    result = BenchResult("throughput", figures(pipe, sdk, naive, model, naive_timeout_s=args.naive_timeout_s),
+                         headlines(pipe, sdk),
                          raw={"pipeline": pipe, "sdk": sdk, "naive": naive, "args": vars(args)})
     return result.finish(started)
 
