@@ -37,7 +37,7 @@ import stat
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -292,6 +292,109 @@ class Encoder:
             self._stderr.close()
 
 
+#: samples a decode of an mp3 *stream* starts with: LAME's encoder delay (576) and the decoder's (528 + 1). A finished
+#: mp3 file names them in its LAME header and a decode drops them; the stream the tee muxer sends has no such header
+MP3_STREAM_DELAY_SAMPLES = 1105
+#: characters the tee muxer's list of outputs reads as syntax, escaped in a file name
+_TEE_SPECIAL = ("\\", "'", "|")
+
+
+class ReadbackEncoder(Encoder):
+    """An ``Encoder`` whose output is decoded back while it is written, so a measure of it ends with the encode.
+
+    One ffmpeg encodes mono float32 from stdin and writes ``out`` through the tee muxer (byte for byte the file
+    ``Encoder`` writes) and the same packets to a pipe; a second ffmpeg decodes that pipe to mono float32 at ``fmt``'s
+    rate, as ``decode.pcm_stream`` decodes a file, and a thread hands ``on_samples`` those bytes in blocks of
+    ``block_samples`` (the last one shorter): the samples a decode of the finished ``out`` gives. For mp3 the stream's
+    extra samples are cut here: the codecs' delay by count, the encoder's padding by the number of samples written.
+    ``on_samples`` runs on that thread; if it raises, the rest is drained and the error re-raised on exit.
+    """
+
+    def __init__(self, fmt: OutputFormat, out: Path, *, what: str, on_samples: Callable[[bytes], None],
+                 block_samples: int, expected_s: float | None = None) -> None:
+        super().__init__(fmt, out, what=what, expected_s=expected_s)
+        codec_args, container = encoder_args(fmt)[:-2], encoder_args(fmt)[-1]
+        target = _file_url(out)
+        for special in _TEE_SPECIAL:
+            target = target.replace(special, "\\" + special)
+        outputs = f"[f={container}]{target}|[f={container}]pipe:1"
+        self.cmd = _ffmpeg_argv(["-y"], _pipe_input("f32le", fmt.sample_rate),
+                                ["-map", "0:a", *codec_args, "-f", "tee", outputs])
+        self.decode_cmd = _ffmpeg_argv([], _own_stream_input(container, fmt.sample_rate),
+                                       ["-map", "0:a:0", *MONO_ARGS, "-ar", str(fmt.sample_rate), "-c:a", "pcm_f32le",
+                                        "-f", "f32le", "pipe:1"])
+        self._on_samples = on_samples
+        self._block_bytes = 4 * max(1, block_samples)
+        self._delay_bytes = 4 * MP3_STREAM_DELAY_SAMPLES if fmt.codec == "mp3" else 0
+        self._written = 0  # samples handed to the encoder, counted before each write
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> ReadbackEncoder:
+        self._decoder_stderr = tempfile.TemporaryFile()
+        self._decoder = _start(self.decode_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=self._decoder_stderr, timeout_s=self.timeout_s,
+                               what=f"reading back {self.what}")
+        assert self._decoder.popen.stdin is not None
+        try:
+            self._stderr = tempfile.TemporaryFile()
+            self._proc = _start(self.cmd, stdin=subprocess.PIPE, stdout=self._decoder.popen.stdin,
+                                stderr=self._stderr, timeout_s=self.timeout_s, what=f"encoding {self.what}")
+        except BaseException:
+            self._decoder.stop()
+            raise
+        finally:
+            self._decoder.popen.stdin.close()  # the encoder holds it: the decoder's input ends when the encoder does
+        self._reader = threading.Thread(target=self._read_back, name="readback", daemon=True)
+        self._reader.start()
+        return self
+
+    def write(self, samples: np.ndarray) -> None:
+        self._written += len(samples)
+        super().write(samples)
+
+    def _read_back(self) -> None:
+        stdout = self._decoder.popen.stdout
+        assert stdout is not None
+        stdout.read(self._delay_bytes)
+        handed = 0
+        while chunk := stdout.read(self._block_bytes):
+            if self._delay_bytes:  # an mp3 stream ends with the encoder's padding
+                chunk = chunk[:max(0, 4 * self._written - handed)]
+            handed += len(chunk)
+            if chunk and self._error is None:
+                try:
+                    self._on_samples(chunk)
+                except BaseException as error:  # noqa: B036  (handed to the caller's thread on exit)
+                    self._error = error
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc_type is not None:
+                self._decoder.stop()
+            super().__exit__(exc_type, exc, tb)
+            self._reader.join()
+            returncode = self._decoder.wait(raise_timeout=False)
+            if exc_type is None:
+                self._raise_readback_failure(returncode)
+        finally:
+            self._decoder.stop()
+            self._reader.join()
+            assert self._decoder.popen.stdout is not None
+            self._decoder.popen.stdout.close()
+            self._decoder_stderr.close()
+
+    def _raise_readback_failure(self, returncode: int) -> None:
+        if self._decoder.timed_out:
+            raise self._decoder.timeout_error()
+        if returncode != 0:
+            self._decoder_stderr.seek(0)
+            errors = self._decoder_stderr.read().decode("utf-8", "replace")
+            raise PermanentError(f"reading back {self.what} as {self.fmt.name} failed: {errors[-300:]}")
+        if self._error is not None:
+            raise self._error
+
+
 # -- the boundary: every command line is built and started here ------------------------------------------------------
 
 
@@ -317,6 +420,12 @@ def _pipe_input(raw_format: str, sample_rate: int) -> _Input:
         raise ValueError(f"{raw_format!r} is not a raw format the boundary reads from a pipe")
     return _Input(("-protocol_whitelist", "pipe", "-format_whitelist", raw_format, "-f", raw_format,
                    "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0"))
+
+
+def _own_stream_input(demuxer: str, sample_rate: int) -> _Input:
+    """What ``ReadbackEncoder``'s own encoder writes to a pipe (``encoder_args``' container): the pipe protocol only."""
+    raw = ("-ar", str(sample_rate), "-ac", "1") if demuxer in RAW_DEMUXERS else ()
+    return _Input(("-protocol_whitelist", "pipe", "-format_whitelist", demuxer, "-f", demuxer, *raw, "-i", "pipe:0"))
 
 
 def _file_url(path: Path) -> str:

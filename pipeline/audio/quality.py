@@ -197,3 +197,69 @@ def _silences(frame_power: np.ndarray, duration_s: float, threshold_dbfs: float)
 
 def _db(power: float) -> float:
     return max(DB_FLOOR, 10.0 * math.log10(power)) if power > 0 else DB_FLOOR
+
+
+class QualityMeter:
+    """``measure`` for samples handed over as they are made (a stitched output read back while it is encoded): the
+    same figures and flags, from mono float32 blocks at ``output_format``'s rate. Fed ``measure``'s blocks (the
+    output's decode in ``BLOCK_S`` blocks), its report is ``measure``'s own; memory is that of ``measure``.
+    """
+
+    def __init__(self, output_format: OutputFormat) -> None:
+        self.output_format = output_format
+        rate = output_format.sample_rate
+        self._analysis_rate = min(rate, ANALYSIS_MAX_RATE)
+        self._resampler = (soxr.ResampleStream(rate, self._analysis_rate, 1, dtype="float32")
+                           if self._analysis_rate != rate else None)
+        self._k_weighting = _k_weighting(self._analysis_rate)
+        self._filter_state = np.zeros((self._k_weighting.shape[0], 2))
+        self._frames = _WindowSums(round(FRAME_S * self._analysis_rate))
+        self._subblocks = _WindowSums(round(SUBBLOCK_S * self._analysis_rate))
+        self._samples = 0
+        self._peak = 0.0
+        self._clipped = 0
+
+    def add(self, block: np.ndarray) -> None:
+        """Take the next samples of the output."""
+        if not len(block):
+            return
+        self._samples += len(block)
+        self._peak = max(self._peak, float(block.max()), -float(block.min()))
+        self._clipped += int(np.count_nonzero(block >= FULL_SCALE)) + int(np.count_nonzero(block <= -FULL_SCALE))
+        self._analyse(self._resampler.resample_chunk(block) if self._resampler else block)
+
+    def _analyse(self, low: np.ndarray) -> None:
+        self._frames.add(np.square(low, dtype=np.float64))
+        if len(low):  # a short last block can resample to nothing, and sosfilt refuses an empty array
+            weighted, self._filter_state = scipy.signal.sosfilt(self._k_weighting, low, zi=self._filter_state)
+            self._subblocks.add(np.square(weighted))
+
+    def report(self, *, input_duration_s: float, thresholds: QualityThresholds = QualityThresholds()) -> QualityReport:
+        """What the samples so far measure against the duration they should have (call once, after the last)."""
+        if self._resampler:
+            self._analyse(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        duration_out_s = self._samples / self.output_format.sample_rate
+        peak_dbfs = _db(self._peak * self._peak)
+        leading_s, trailing_s = _silences(
+            self._frames.means(), duration_out_s,
+            max(peak_dbfs - thresholds.silence_below_peak_db, thresholds.silence_floor_dbfs))
+        lufs = _gated_loudness(self._subblocks.means())
+        drift_ms = 1000.0 * (duration_out_s - input_duration_s)
+        flags = []
+        if abs(drift_ms) > thresholds.max_drift_ms + thresholds.drift_allowance_ms(self.output_format):
+            flags.append("duration_drift")
+        if self._clipped > thresholds.max_clipped_samples:
+            flags.append("clipping")
+        if lufs is None:
+            flags.append("silent")
+        elif lufs < thresholds.min_lufs:
+            flags.append("too_quiet")
+        elif lufs > thresholds.max_lufs:
+            flags.append("too_loud")
+        if leading_s > thresholds.max_leading_silence_s:
+            flags.append("long_leading_silence")
+        if trailing_s > thresholds.max_trailing_silence_s:
+            flags.append("long_trailing_silence")
+        return QualityReport(duration_in_s=input_duration_s, duration_out_s=duration_out_s, drift_ms=drift_ms,
+                             lufs=lufs, peak_dbfs=peak_dbfs, clipped_samples=self._clipped,
+                             leading_silence_s=leading_s, trailing_silence_s=trailing_s, flags=tuple(flags))

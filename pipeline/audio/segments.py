@@ -12,22 +12,24 @@ stays flat for any length:
 - ``cut_segment`` writes one segment plus ``overlap_s`` of context on each inner side.
 - Both are handed the job's ``AudioInfo`` rather than asking ffprobe again: a long episode is cut into dozens of
   segments, and each cut would otherwise cost two ffprobe runs to learn what the job already knows.
-- ``stitch`` decodes the converted pieces one after another, joins them with an equal-power crossfade centred on each
-  cut, places every piece at its planned position (a piece that came back longer or shorter is trimmed or padded, so
-  errors never add up), and encodes once.
+- ``Stitcher`` decodes the converted pieces one after another, as each arrives in order, joins them with an
+  equal-power crossfade centred on each cut, places every piece at its planned position (a piece that came back
+  longer or shorter is trimmed or padded, so errors never add up), and encodes once, in one ffmpeg fed from the
+  first piece on: when the last piece arrives, only it remains to stitch. ``stitch`` feeds it a list.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
 from pipeline.audio.decode import pcm_stream, sample_rate_of
-from pipeline.audio.ffmpeg import MONO_ARGS, Encoder, probe_format_name, run_to_file
+from pipeline.audio.ffmpeg import MONO_ARGS, Encoder, ReadbackEncoder, probe_format_name, run_to_file
 from pipeline.audio.probe import AudioInfo
 from pipeline.errors import PermanentError
 from pipeline.formats import PCM_S16LE_16_RATE, OutputFormat
@@ -130,41 +132,95 @@ def stitch(converted: Sequence[Path], segments: Sequence[Segment], *, segment_fo
            time_scale: float = 1.0) -> Path:
     """Join converted segments into ``out`` (``output_format``), encoded once, as long as the input exactly.
 
-    ``converted[i]`` is segment ``i`` as the service returned it in ``segment_format``, cut with ``overlap_s`` of
-    context on each inner side (default: ``crossfade_s``). Each join is an equal-power crossfade of ``crossfade_s``
-    centred on the cut, which leaves ``overlap_s - crossfade_s / 2`` of each piece's edge unused (conversion edge
-    effects live there). ``time_scale`` is output seconds per input second (``1 / speed`` when the voice settings
-    change the speed). Memory holds one decoded block and one crossfade, whatever the length.
+    ``converted[i]`` is segment ``i`` as the service returned it; see ``Stitcher``, which this feeds in one go.
     """
-    if len(converted) != len(segments) or not segments:
+    if len(converted) != len(segments):
         raise ValueError(f"{len(converted)} converted pieces for {len(segments)} segments")
-    overlap_s = crossfade_s if overlap_s is None else overlap_s
-    if crossfade_s / 2 > overlap_s:
-        raise ValueError(f"a {crossfade_s} s crossfade needs at least {crossfade_s / 2} s of overlap, not {overlap_s}")
-    rate = output_format.sample_rate
-    pad = round(overlap_s * time_scale * rate)
-    half = round(crossfade_s / 2 * time_scale * rate)
-    ramp = (np.arange(2 * half) + 0.5) / (2 * half) * (np.pi / 2)
-    fade_in, fade_out = np.sin(ramp).astype(np.float32), np.cos(ramp).astype(np.float32)
-    with Encoder(output_format, out, what="the stitched output",
-                 expected_s=segments[-1].end_s * time_scale) as encoder:
-        held = np.zeros(0, dtype=np.float32)  # the previous piece over [cut - half, cut + half)
-        for k, (piece, seg) in enumerate(zip(converted, segments, strict=True)):
-            start, end = seg.bounds(rate, time_scale)
-            lead = min(pad, start)  # the piece starts this many samples before its segment
-            half_in = half if k > 0 else 0
-            half_out = half if k < len(segments) - 1 else 0
-            reader = _Reader(pcm_stream(piece, sample_rate=rate, input_args=segment_format.ffmpeg_input_args()))
-            try:
-                reader.skip(lead - half_in)
-                if half_in:
-                    encoder.write(held * fade_out + reader.read(2 * half) * fade_in)
-                for block in reader.blocks((end - start) - half_in - half_out):
-                    encoder.write(block)
-                held = reader.read(2 * half_out)
-            finally:
-                reader.close()
+    with Stitcher(segments, segment_format=segment_format, output_format=output_format, out=out,
+                  crossfade_s=crossfade_s, overlap_s=overlap_s, time_scale=time_scale) as stitcher:
+        for piece in converted:
+            stitcher.add(piece)
     return out
+
+
+class Stitcher:
+    """Joins converted segments into ``out`` (``output_format``) one at a time, in order, as each becomes available;
+    encoded once, as long as the input exactly.
+
+    ``add`` takes segment ``k``'s piece as the service returned it in ``segment_format``, cut with ``overlap_s`` of
+    context on each inner side (default: ``crossfade_s``); the pieces must come in segment order, and all of them
+    before the ``with`` block ends. Each join is an equal-power crossfade of ``crossfade_s`` centred on the cut, which
+    leaves ``overlap_s - crossfade_s / 2`` of each piece's edge unused (conversion edge effects live there); every
+    piece is placed at its planned position (one that came back longer or shorter is trimmed or padded, so errors
+    never add up). ``time_scale`` is output seconds per input second (``1 / speed`` when the voice settings change
+    the speed). With ``on_output``, the encoded output is decoded back while it is written and handed over in blocks
+    of ``output_block_s`` (``ReadbackEncoder``), so a measure of it ends when the encode does. Memory holds one
+    decoded block and one crossfade, whatever the length.
+    """
+
+    def __init__(self, segments: Sequence[Segment], *, segment_format: OutputFormat, output_format: OutputFormat,
+                 out: Path, crossfade_s: float = 0.05, overlap_s: float | None = None, time_scale: float = 1.0,
+                 on_output: Callable[[np.ndarray], None] | None = None, output_block_s: float = 2.0) -> None:
+        if not segments:
+            raise ValueError("no segments to stitch")
+        overlap_s = crossfade_s if overlap_s is None else overlap_s
+        if crossfade_s / 2 > overlap_s:
+            raise ValueError(f"a {crossfade_s} s crossfade needs at least {crossfade_s / 2} s of overlap, "
+                             f"not {overlap_s}")
+        self.segments = list(segments)
+        self.segment_format = segment_format
+        self.time_scale = time_scale
+        self.rate = output_format.sample_rate
+        self.added = 0
+        self._pad = round(overlap_s * time_scale * self.rate)
+        self._half = round(crossfade_s / 2 * time_scale * self.rate)
+        ramp = (np.arange(2 * self._half) + 0.5) / (2 * self._half) * (np.pi / 2)
+        self._fade_in, self._fade_out = np.sin(ramp).astype(np.float32), np.cos(ramp).astype(np.float32)
+        self._held = np.zeros(0, dtype=np.float32)  # the previous piece over [cut - half, cut + half)
+        expected_s = self.segments[-1].end_s * time_scale
+        if on_output is None:
+            self._encoder: Encoder = Encoder(output_format, out, what="the stitched output", expected_s=expected_s)
+        else:
+            hand_over = on_output
+            self._encoder = ReadbackEncoder(
+                output_format, out, what="the stitched output", expected_s=expected_s,
+                on_samples=lambda chunk: hand_over(np.frombuffer(chunk, dtype="<f4")),
+                block_samples=round(output_block_s * self.rate))
+
+    def __enter__(self) -> Stitcher:
+        self._encoder.__enter__()
+        return self
+
+    def add(self, piece: Path) -> None:
+        """Stitch the next segment's converted piece on."""
+        k = self.added
+        if k >= len(self.segments):
+            raise ValueError(f"a piece beyond the {len(self.segments)} segments")
+        start, end = self.segments[k].bounds(self.rate, self.time_scale)
+        half = self._half
+        lead = min(self._pad, start)  # the piece starts this many samples before its segment
+        half_in = half if k > 0 else 0
+        half_out = half if k < len(self.segments) - 1 else 0
+        reader = _Reader(pcm_stream(piece, sample_rate=self.rate,
+                                    input_args=self.segment_format.ffmpeg_input_args()))
+        try:
+            reader.skip(lead - half_in)
+            if half_in:
+                self._encoder.write(self._held * self._fade_out + reader.read(2 * half) * self._fade_in)
+            for block in reader.blocks((end - start) - half_in - half_out):
+                self._encoder.write(block)
+            self._held = reader.read(2 * half_out)
+        finally:
+            reader.close()
+        self.added += 1
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None and self.added < len(self.segments):
+            missing = ValueError(f"the stitch ended after {self.added} of {len(self.segments)} pieces")
+            self._encoder.__exit__(ValueError, missing, None)
+            raise missing
+        self._encoder.__exit__(exc_type, exc, tb)
 
 
 def _frame_energy(path: Path, *, input_args: Sequence[str], rate: int,

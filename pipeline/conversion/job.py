@@ -266,10 +266,10 @@ def _make(ctx: JobContext, job: Job, output: S3Uri, source: S3Uri, workdir: Path
     converted = workdir / f"output.{output_format.extension}"
     mark = time.monotonic()
     max_segment_s = job.max_segment_seconds or settings.max_segment_seconds
-    segments = None
-    if info.duration_s > max_segment_s:
-        segments = convert_segmented(ctx, job, prepared, converted, info=info, output=output,
-                                     max_segment_s=max_segment_s, attempts=attempts)
+    segmented = None
+    if info.duration_s > max_segment_s:  # measured as it is stitched, unless mastering makes another output
+        segmented = convert_segmented(ctx, job, prepared, converted, info=info, output=output,
+                                      max_segment_s=max_segment_s, attempts=attempts, measure=not job.master)
     else:
         convert_with_retries(ctx.calls, job, prepared, converted, input_s=info.duration_s,
                              audio_content_type=content_type_of(prepared), attempts=attempts)
@@ -278,14 +278,16 @@ def _make(ctx: JobContext, job: Job, output: S3Uri, source: S3Uri, workdir: Path
     if job.copy_tags:  # before measure and publish: the sha256 in provenance is the tagged file's
         speed = (job.voice_settings.speed if job.voice_settings else None) or 1.0
         copy_tags(raw, converted, codec=output_format.codec, speed=speed)
-    quality = measure(converted, output_format=output_format, input_duration_s=expected_output_s(job, info.duration_s))
+    quality = segmented.quality if segmented is not None and segmented.quality is not None else \
+        measure(converted, output_format=output_format, input_duration_s=expected_output_s(job, info.duration_s))
     container = None
     if wants_wav(output.key, output_format):  # the API's headerless samples, stored so that players open them
         converted, container = wrap_wav(converted, workdir / "output.wav", output_format), "wav"
     return Made(source=downloaded, input_sha256=input_sha, info=info, prepared=prepared, converted=converted,
                 output_format=output_format, quality=with_mastering(quality.to_dict(), mastering),
-                duration_out_s=quality.duration_out_s,
-                attempts=attempts, segments=segments, started=started, timings=timings, container=container)
+                duration_out_s=quality.duration_out_s, attempts=attempts,
+                segments=segmented.records if segmented is not None else None, started=started, timings=timings,
+                container=container)
 
 
 def _stored_format(uri: S3Uri) -> str:

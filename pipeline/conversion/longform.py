@@ -1,4 +1,4 @@
-"""Long recordings: cut at silences, convert the segments in parallel, checkpoint each in S3, stitch once.
+"""Long recordings: cut at silences, convert the segments in parallel, checkpoint each in S3, stitch as they come.
 
 Segments are converted inside the job (a thread pool, every request still under the shared limiter) rather than as
 separate Celery tasks: the stitch needs every segment on one disk, a chord on Redis is fragile (it can lose its
@@ -6,6 +6,11 @@ callback), and the S3 checkpoints already make a retried job convert only what i
 
 Segments are requested as headerless PCM at the output's rate, whatever the job's output format: decoded lossy
 segments would carry codec delay into every join, and the result is encoded only once, at the stitch.
+
+The stitch runs while the rest convert: the job's thread takes the segments in order, each as soon as it and every
+one before it is converted (from the service or a checkpoint), and feeds it to one running encoder whose output is
+read back into the output's quality measure. When the last segment returns, only the pieces after the last one in
+order remain to stitch and measure. Each segment is cut just before its request, on the thread that sends it.
 
 Checkpoints for output ``s3://B/K`` live under ``s3://B/K.work/seg-NNNN.<format>`` and are deleted after the commit.
 """
@@ -15,14 +20,16 @@ from __future__ import annotations
 import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.audio.prepare import content_type_of, to_flac
 from pipeline.audio.probe import AudioInfo
-from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
+from pipeline.audio.quality import BLOCK_S, QualityMeter, QualityReport
+from pipeline.audio.segments import Segment, Stitcher, cut_segment, plan_segments
 from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expected_output_s
-from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE
+from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE, OutputFormat
 from pipeline.keys import WORK_SUFFIX, segment_name
 from pipeline.manifest.job import Job
 from pipeline.s3uri import S3Uri
@@ -39,6 +46,14 @@ OVERLAP_S = 0.05
 SEEKABLE_SUFFIXES = (".wav", ".flac")
 
 
+@dataclass(frozen=True)
+class Segmented:
+    """What ``convert_segmented`` made besides the output file."""
+
+    records: list[dict[str, Any]]  # each segment's, for provenance
+    quality: QualityReport | None  # the stitched output's, measured as it was encoded (None: not asked for)
+
+
 def work_prefix(output: S3Uri) -> S3Uri:
     return output.child(WORK_SUFFIX)
 
@@ -50,9 +65,9 @@ def _raw_args(job: Job) -> list[str]:
 
 
 def convert_segmented(ctx: JobContext, job: Job, prepared: Path, out: Path, *, info: AudioInfo, output: S3Uri,
-                      max_segment_s: float, attempts: list[AttemptRecord]) -> list[dict[str, Any]]:
-    """Convert a long input segment by segment, resuming from checkpoints, and stitch the result into ``out``;
-    return each segment's record for provenance.
+                      max_segment_s: float, attempts: list[AttemptRecord], measure: bool = True) -> Segmented:
+    """Convert a long input segment by segment, resuming from checkpoints, stitching the result into ``out`` as
+    the segments come; with ``measure``, measure the output's quality (``quality.measure``'s report) on the way.
 
     A piece is its segment plus ``OVERLAP_S`` of context on each inner side, so segments are planned that much
     shorter than ``max_segment_s`` and no request exceeds it.
@@ -61,45 +76,69 @@ def convert_segmented(ctx: JobContext, job: Job, prepared: Path, out: Path, *, i
     if job.file_format == "other" and prepared.suffix.lower() not in SEEKABLE_SUFFIXES:
         prepared = to_flac(prepared, out.parent / "prepared-for-segments.flac")
     segment_format = OUTPUT_FORMATS[f"pcm_{output_format.sample_rate}"]
-    segment_job = job.model_copy(update={"output_format": segment_format.name})
     segments = plan_segments(prepared, max_segment_s=max_segment_s - 2 * OVERLAP_S, input_args=_raw_args(job),
                              info=info)
-    prefix = work_prefix(output)
-    done = {item.uri.key for item in ctx.storage.list(prefix.bucket, prefix.key)}
     workdir = Path(tempfile.mkdtemp(prefix="segments-", dir=out.parent))
-    records: list[dict[str, Any]] = [{} for _ in segments]
+    piece = _Pieces(ctx, job.model_copy(update={"output_format": segment_format.name}), prepared, info=info,
+                    output=output, workdir=workdir, segment_format=segment_format, count=len(segments),
+                    attempts=attempts)
+    meter = QualityMeter(output_format) if measure else None
+    with ThreadPoolExecutor(max_workers=max(1, ctx.calls.settings.segment_workers)) as pool, \
+            _stitcher(segments, segment_format, output_format, out, job, meter) as stitcher:
+        pending = [pool.submit(piece.convert, segment) for segment in segments]
+        for future in pending:  # in segment order, each as soon as it and those before it are converted
+            converted = future.result()
+            stitcher.add(converted)
+            converted.unlink()
+    quality = meter.report(input_duration_s=expected_output_s(job, info.duration_s)) if meter else None
+    return Segmented(records=piece.records, quality=quality)
 
-    def one(segment: Segment) -> Path:
-        name = segment_name(segment.index, segment_format.name)
-        checkpoint = S3Uri(prefix.bucket, prefix.key + name)
-        converted = workdir / name
+
+def _stitcher(segments: list[Segment], segment_format: OutputFormat, output_format: OutputFormat, out: Path,
+              job: Job, meter: QualityMeter | None) -> Stitcher:
+    return Stitcher(segments, segment_format=segment_format, output_format=output_format, out=out,
+                    crossfade_s=OVERLAP_S, time_scale=expected_output_s(job, 1.0),
+                    on_output=meter.add if meter else None, output_block_s=BLOCK_S)
+
+
+class _Pieces:
+    """One segment to its converted piece on disk: from its checkpoint, or cut, converted and checkpointed."""
+
+    def __init__(self, ctx: JobContext, segment_job: Job, prepared: Path, *, info: AudioInfo, output: S3Uri,
+                 workdir: Path, segment_format: OutputFormat, count: int, attempts: list[AttemptRecord]) -> None:
+        self.ctx, self.job, self.prepared, self.info = ctx, segment_job, prepared, info
+        self.workdir, self.segment_format, self.count, self.attempts = workdir, segment_format, count, attempts
+        self.prefix = work_prefix(output)
+        self.done = {item.uri.key for item in ctx.storage.list(self.prefix.bucket, self.prefix.key)}
+        self.records: list[dict[str, Any]] = [{} for _ in range(count)]
+
+    def convert(self, segment: Segment) -> Path:
+        name = segment_name(segment.index, self.segment_format.name)
+        checkpoint = S3Uri(self.prefix.bucket, self.prefix.key + name)
+        converted = self.workdir / name
         record: dict[str, Any] = {"index": segment.index, "start_s": segment.start_s, "end_s": segment.end_s,
                                   "duration_in_s": round(segment.end_s - segment.start_s, 6)}
-        if checkpoint.key in done:
-            ctx.storage.download(checkpoint, converted)
+        if checkpoint.key in self.done:
+            self.ctx.storage.download(checkpoint, converted)
             record.update(source="checkpoint")
         else:
-            piece = cut_segment(prepared, segment, workdir / f"in-{segment.index:04d}", file_format=job.file_format,
-                                overlap_s=OVERLAP_S, input_args=_raw_args(job), info=info)
+            piece = cut_segment(self.prepared, segment, self.workdir / f"in-{segment.index:04d}",
+                                file_format=self.job.file_format, overlap_s=OVERLAP_S, input_args=_raw_args(self.job),
+                                info=self.info)
             seg_attempts: list[AttemptRecord] = []
             try:
                 conversion = convert_with_retries(
-                    ctx.calls, segment_job, piece, converted, input_s=_piece_seconds(segment, len(segments)),
+                    self.ctx.calls, self.job, piece, converted, input_s=_piece_seconds(segment, self.count),
                     audio_content_type=content_type_of(piece), segment=segment.index, attempts=seg_attempts)
             finally:
-                attempts.extend(seg_attempts)
-            ctx.storage.upload_file(converted, checkpoint, content_type=segment_format.content_type,
-                                    sha256=sha256_file(converted))
+                self.attempts.extend(seg_attempts)
+                piece.unlink(missing_ok=True)
+            self.ctx.storage.upload_file(converted, checkpoint, content_type=self.segment_format.content_type,
+                                         sha256=sha256_file(converted))
             record.update(source="converted", request_ids=[a.request_id for a in seg_attempts if a.request_id],
                           attempts=len(seg_attempts), duration_out_s=conversion.duration_out_s)
-        records[segment.index] = record
+        self.records[segment.index] = record
         return converted
-
-    with ThreadPoolExecutor(max_workers=max(1, ctx.calls.settings.segment_workers)) as pool:
-        converted_paths = list(pool.map(one, segments))
-    stitch(converted_paths, segments, segment_format=segment_format, output_format=output_format, out=out,
-           crossfade_s=OVERLAP_S, time_scale=expected_output_s(job, 1.0))
-    return records
 
 
 def _piece_seconds(segment: Segment, count: int) -> float:
