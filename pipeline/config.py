@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # visibility timeout, so a dead worker's claim is gone before its job is delivered again
     claim_ttl_s: float | None = None
     claim_wait_s: float = 15.0  # longest wait of a second delivery for the claim before it goes back to the queue
+    #: OpenTelemetry tracing (pipeline/ops/tracing.py, the ``[otel]`` extra): on only when STS_OTEL=1; the standard
+    #: OTEL_* variables then say where spans go (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_BSP_*)
+    otel: bool = False
+    #: the exporters (comma-separated): ``otlp`` (OTLP/HTTP, protobuf) or ``console`` (JSON lines on stdout)
+    otel_traces_exporter: str = Field(default="otlp", validation_alias=AliasChoices("OTEL_TRACES_EXPORTER"))
 
     # --- inputs and outputs
     max_input_bytes: int = 500 * 1024 * 1024

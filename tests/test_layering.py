@@ -12,6 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAVES = {"config", "errors", "reasons", "states", "formats", "s3uri", "_redis", "keys", "text", "__init__"}
+#: modules inside a stage package that are leaves all the same: they import only leaves, and every part may use them
+#: (tracing's hooks sit in the api client, in submit and in the job, while the rest of ops reads api and run)
+LEAF_MODULES = {"pipeline.ops.tracing"}
 #: what each part of the library may import from pipeline/ (leaves are always allowed, except for offline)
 ALLOWED: dict[str, set[str]] = {
     "leaf": set(),
@@ -40,7 +43,7 @@ def _part(path: Path) -> tuple[str, str]:
     parts = rel.parts
     if parts[0] == "workers":
         return "workers", ".".join(parts)
-    if len(parts) == 2:
+    if len(parts) == 2 or ".".join(parts) in LEAF_MODULES:
         return "leaf", ".".join(parts)
     return parts[1], ".".join(parts)
 
@@ -63,6 +66,8 @@ def _target(name: str) -> str | None:
         return "workers"
     if bits[0] != "pipeline":
         return None
+    if any(name == leaf or name.startswith(f"{leaf}.") for leaf in LEAF_MODULES):
+        return "leaf"
     if len(bits) == 1 or bits[1] in LEAVES or bits[1] == "__version__":
         return "leaf"
     return bits[1]

@@ -7,12 +7,14 @@ import os
 import random
 
 from celery import Task, shared_task
+from celery.signals import worker_process_shutdown
 
 from pipeline.config import get_settings
 from pipeline.conversion.claim import JobClaimed
 from pipeline.conversion.context import WorkerContext
 from pipeline.conversion.job import run_job
 from pipeline.errors import SlotUnavailableError, StorageUnavailableError
+from pipeline.ops import tracing
 from pipeline.run.aging import age_queue
 from pipeline.run.finish import finish_if_last
 from pipeline.run.hold import RunHold
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 #: re-queues after S3 stayed unreachable; after that the job is left for `reconcile`/`retry` (it shows as never ran)
 MAX_STORAGE_REQUEUES = 8
+
+# a prefork child leaves with os._exit (no atexit handler runs): the spans it still holds are exported first
+worker_process_shutdown.connect(lambda **_: tracing.stop(), weak=False)
 
 _context: tuple[int, WorkerContext] | None = None
 

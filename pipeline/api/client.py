@@ -36,6 +36,7 @@ from pipeline.config import Settings
 from pipeline.errors import PipelineError, ResponseInfo, RunCancelled, TransientError, register_secret
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.manifest.job import Job
+from pipeline.ops.tracing import api_request
 
 STREAM_PATH = "/v1/speech-to-speech/{voice_id}/stream"
 ERROR_BODY_LIMIT_BYTES = 64 * 1024
@@ -124,6 +125,14 @@ class StsClient:
         Raises a TransientError, RejectedError, AuthError, ApiError, QuotaExceededError or RefusedByPlanError
         whose ``response`` says what the service answered (``None`` when no response came).
         """
+        with api_request("POST", voice_id=job.voice_id, output_format=job.output_format) as span:
+            result = self._stream(job, audio, out, audio_content_type=audio_content_type, input_s=input_s,
+                                  expected_output_s=expected_output_s, stop=stop)
+            span.answered(result.status, result.request_id)
+        return result
+
+    def _stream(self, job: Job, audio: Path, out: Path, *, audio_content_type: str, input_s: float | None,
+                expected_output_s: float | None, stop: Callable[[], bool] | None) -> CallResult:
         params: dict[str, Any] = {"output_format": job.output_format,
                                   "enable_logging": "true" if job.enable_logging else "false"}
         if job.optimize_streaming_latency is not None:

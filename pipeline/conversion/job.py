@@ -46,7 +46,7 @@ from pipeline.errors import (
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.manifest.job import Job
 from pipeline.manifest.keys import output_key_problems
-from pipeline.ops import metrics
+from pipeline.ops import metrics, tracing
 from pipeline.reasons import Reason
 from pipeline.s3uri import S3Uri
 from pipeline.states import JobState
@@ -83,6 +83,13 @@ def run_job(ctx: JobContext) -> JobState:
     Raises ``SlotUnavailableError`` (no limiter slot in time), ``StorageUnavailableError`` (S3 did not answer) or
     ``JobClaimed`` (another delivery converts the job right now) when the job should go back to the queue undecided.
     """
+    with tracing.job_span(ctx.message) as span:
+        state = _run_job(ctx)
+        span.set("sts.job.state", state.value)
+    return state
+
+
+def _run_job(ctx: JobContext) -> JobState:
     message = ctx.message
     try:
         job = Job.model_validate(message.job)
@@ -187,6 +194,7 @@ def _fail(ctx: JobContext, job: Job, output: S3Uri, error: PipelineError, attemp
     log.warning("job %s (%s:%d) %s: %s", message.job_id, message.shard, message.line, record.state.value,
                 error.message)
     metrics.job_finished(record.state.value, error.reason)
+    tracing.job_reason(error.reason)
     return record.state
 
 

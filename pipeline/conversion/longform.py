@@ -32,6 +32,7 @@ from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expec
 from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE, OutputFormat
 from pipeline.keys import WORK_SUFFIX, segment_name
 from pipeline.manifest.job import Job
+from pipeline.ops import tracing
 from pipeline.s3uri import S3Uri
 from pipeline.storage.s3 import Storage, sha256_file
 
@@ -85,7 +86,7 @@ def convert_segmented(ctx: JobContext, job: Job, prepared: Path, out: Path, *, i
     meter = QualityMeter(output_format) if measure else None
     with ThreadPoolExecutor(max_workers=max(1, ctx.calls.settings.segment_workers)) as pool, \
             _stitcher(segments, segment_format, output_format, out, job, meter) as stitcher:
-        pending = [pool.submit(piece.convert, segment) for segment in segments]
+        pending = [pool.submit(tracing.carried(piece.convert), segment) for segment in segments]
         for future in pending:  # in segment order, each as soon as it and those before it are converted
             converted = future.result()
             stitcher.add(converted)

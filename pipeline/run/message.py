@@ -1,11 +1,14 @@
 """The task message: what the submit side puts on the queue for one job, and all a worker needs to find it again.
 
 It holds the job and its place in the manifest, never a secret (the worker reads the key from its own settings).
+With tracing on (``pipeline.ops.tracing``) it also carries the submit span's W3C trace context in ``trace``: in the
+body rather than in Celery's headers, so it survives what moves bodies alone (pause parks them, resume re-sends them).
+A message without it (tracing off, an older submit) decodes as before, and an older worker ignores the field.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 __all__ = ["PRIORITIES", "TASK_CONVERT", "JobMessage", "task_id"]
@@ -29,13 +32,18 @@ class JobMessage:
     output: str
     job: dict[str, Any]
     queued_at: float
+    #: the W3C trace context (``traceparent``, ``tracestate``) of the run's submit span; None when not traced
+    trace: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["trace"] is None:  # an untraced message stays what it was before the field
+            del data["trace"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobMessage:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING})
 
 
 def task_id(run_id: str, job_id: str) -> str:

@@ -12,6 +12,7 @@ from celery import Celery
 
 from pipeline import __version__
 from pipeline.manifest.load import ManifestEntry, Shard
+from pipeline.ops.tracing import submit_span
 from pipeline.run.budget import Budget
 from pipeline.run.finish import RunFinish
 from pipeline.run.message import PRIORITIES, TASK_CONVERT, JobMessage, task_id
@@ -58,13 +59,14 @@ def enqueue(app: Celery, storage: Storage, client: redis.Redis, shards: Sequence
     state.mark_many((e.job_id for e in todo), JobState.QUEUED)
     RunFinish(client, run_id).expect(len(todo))  # before any job can end: the last one writes the result files
     now = time.time()
-    with app.producer_or_acquire() as producer:
+    with submit_span(run_id, jobs=len(todo), priority=priority) as span, app.producer_or_acquire() as producer:
+        trace = span.carrier()  # each job's span is a child of this one (pipeline.ops.tracing)
         for entry in todo:
             job = entry.job.model_dump(mode="json", exclude_none=True)
             if overwrite:
                 job["overwrite"] = True
             message = JobMessage(run_id=run_id, shard=entry.shard, line=entry.line, job_id=entry.job_id,
-                                 output=entry.output, job=job, queued_at=now)
+                                 output=entry.output, job=job, queued_at=now, trace=trace)
             app.send_task(TASK_CONVERT, args=[message.to_dict()], task_id=task_id(run_id, entry.job_id),
                           producer=producer, priority=PRIORITIES[priority])
     report.enqueued = len(todo)
