@@ -17,6 +17,7 @@ from pipeline.errors import SlotUnavailableError, StorageUnavailableError
 from pipeline.ops import tracing
 from pipeline.run.aging import age_queue
 from pipeline.run.finish import finish_if_last
+from pipeline.run.handback import hand_back_if_outranked
 from pipeline.run.hold import RunHold
 from pipeline.run.message import TASK_CONVERT, JobMessage
 
@@ -47,6 +48,9 @@ def convert(self: Task, message: dict) -> str:
     if RunHold(worker.redis, job_message.run_id).park_if_held(message):  # paused: parked for resume, no retry
         log.info("job %s: its run is paused; parked until resume", job_message.job_id)
         return "parked"
+    if hand_back_if_outranked(worker.settings.broker_url, worker.settings.queue, self.request):
+        log.info("job %s: higher-priority work is waiting; its message went back to the queue", job_message.job_id)
+        return "handed back"  # the copy is queued in the original's place (pipeline/run/handback.py)
     try:
         state = run_job(worker.for_job(job_message, task_id=self.request.id))
     except (SlotUnavailableError, JobClaimed) as error:
