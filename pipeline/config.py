@@ -6,7 +6,7 @@ Units are in the names: ``_s`` seconds, ``_bytes`` bytes. See ``.env.example`` f
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 15.0
     restore_interval_s: float = 5.0
     max_deliveries: int = 4
-    task_time_limit_s: float = 6 * 3600.0
+    task_time_limit_s: float = 6 * 3600.0  # prefork only: a thread cannot be interrupted (see README, worker modes)
+    #: how a worker holds its ``-c N`` jobs: ``prefork`` (a process each) or ``threads`` (one process, a thread each)
+    worker_pool: Literal["prefork", "threads"] = "prefork"
     # --- operations (see pipeline/ops): a worker's /metrics port (None: not served) and its probe file
     metrics_port: int | None = None
     heartbeat_file: str = ""  # touched on every heartbeat; Kubernetes probes read its age (empty: none)

@@ -19,6 +19,10 @@ from pipeline.local.samples import speech_like
 from pipeline.ops.queue import priority_lists
 
 VOICES = ("BKkWQENix2VWeAv6YV5R", "AxUN8DXFT6JYQPLTV7j9", "vK7n2rg6OeynABb4ilbv", "xmXfcXc3zRgo3GlCx0pq")
+#: the worker pools the delivery, drain, cap and budget tests run in (``sts-pipeline worker --pool``)
+POOLS = ("prefork", "threads")
+#: what Celery's start-up banner says of each pool (``concurrency: N (thread)``): a test can check it got the pool
+POOL_BANNERS = {"prefork": "(prefork)", "threads": "(thread)"}
 #: worker settings that make a dead worker's job come back within seconds (tests of redelivery)
 FAST_REDELIVERY = {"STS_VISIBILITY_TIMEOUT_S": "8", "STS_HEARTBEAT_INTERVAL_S": "2", "STS_RESTORE_INTERVAL_S": "1",
                    "STS_LEASE_S": "6"}

@@ -5,6 +5,10 @@
 - visibility timeout short (``STS_VISIBILITY_TIMEOUT_S``, 60 s) but refreshed by ``VisibilityHeartbeat`` while a job
   is held, so a long job never runs twice and a killed worker's job restarts within about VT + one sweep;
 - results are not stored: outcomes live in S3 (provenance and failure records);
+- the pool (``STS_WORKER_POOL``): ``prefork`` gets Celery's time limits (a child past the soft limit fails its job
+  with a record, one past the hard limit is killed) and a fresh child every 500 jobs; ``threads`` gets neither, since
+  a thread can be neither interrupted nor replaced: there every step of a job carries its own bound (request
+  deadlines, ffmpeg timeouts, S3 and Redis socket timeouts, bounded waits; README, *Worker modes*);
 - a lost broker connection does not cancel running jobs: a job needs that connection only for its ack, and
   terminating it between uploading its output and writing the commit marker left an orphan output that the retry
   wrote a second time (the chaos drill's Redis restart). Should the message come back, the commit marker stops it.
@@ -57,8 +61,18 @@ after_setup_logger.connect(_filter_handlers, weak=False)
 after_setup_task_logger.connect(_filter_handlers, weak=False)
 
 
-def create_app(settings: Settings | None = None) -> Celery:
+def _pool_conf(settings: Settings, pool: str) -> dict[str, Any]:
+    """What only the prefork pool honours (see the module docstring); the threads pool would ignore it silently."""
+    if pool != "prefork":
+        return {}
+    return {"task_time_limit": settings.task_time_limit_s, "task_soft_time_limit": settings.task_time_limit_s - 60,
+            "worker_max_tasks_per_child": 500}
+
+
+def create_app(settings: Settings | None = None, pool: str | None = None) -> Celery:
+    """The Celery app, configured for a worker of ``pool`` (``prefork`` or ``threads``; default ``worker_pool``)."""
     settings = settings or get_settings()
+    pool = pool or settings.worker_pool
     app = Celery("sts_pipeline", broker=settings.broker_url, include=["workers.tasks"])
     vt = settings.visibility_timeout_s
     transport = {
@@ -81,17 +95,15 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,  # see the module docstring
         worker_enable_soft_shutdown_on_idle=True,
         worker_soft_shutdown_timeout=settings.soft_shutdown_timeout_s,
-        task_time_limit=settings.task_time_limit_s,
-        task_soft_time_limit=settings.task_time_limit_s - 60,
         task_ignore_result=True,
         task_store_errors_even_if_ignored=False,
-        worker_max_tasks_per_child=500,
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=True,
         sts_heartbeat_interval_s=settings.heartbeat_interval_s,
         sts_heartbeat_file=settings.heartbeat_file,  # touched by the heartbeat for probes (pipeline.ops.alive)
+        **_pool_conf(settings, pool),
     )
     app.steps["consumer"].add(VisibilityHeartbeat)
     drain.connect()  # on SIGTERM no job starts another request; it hands itself back (workers/drain.py)

@@ -12,8 +12,12 @@ Each beat also says "alive" (``pipeline.ops.alive``): the node's name in ``sts:w
 exporter, and the mtime of ``STS_HEARTBEAT_FILE`` (if set) for Kubernetes probes. The beat runs in the consumer's
 own timer, so a stale file means a stuck consumer, not just a slow job.
 
+It reads Celery's own bookkeeping, ``celery.worker.state.active_requests`` and ``reserved_requests``, which the main
+process keeps for every pool: prefork children report to it, and a threads worker's jobs run in it (a pool thread adds
+its request when the job starts; the beat copies each set with one C call, which no other thread interleaves).
+
 It leans on kombu internals (the key name and the score's meaning); pyproject pins kombu's range and
-``tests/integration/test_delivery.py`` proves both properties.
+``tests/integration/test_delivery.py`` proves both properties, in both pools.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 
 from celery import Task, shared_task
 from celery.signals import worker_process_shutdown
@@ -30,14 +31,17 @@ MAX_STORAGE_REQUEUES = 8
 worker_process_shutdown.connect(lambda **_: tracing.stop(), weak=False)
 
 _context: tuple[int, WorkerContext] | None = None
+_context_lock = threading.Lock()
 
 
 def worker_context() -> WorkerContext:
-    """The process's clients, built after fork (connections must not cross a fork)."""
+    """The process's clients, built after fork (connections must not cross a fork) and once per process: the threads
+    of a ``--pool threads`` worker share them (httpx, boto3 and redis-py clients are thread-safe)."""
     global _context
-    if _context is None or _context[0] != os.getpid():
-        _context = (os.getpid(), WorkerContext.from_settings(get_settings()))
-    return _context[1]
+    with _context_lock:
+        if _context is None or _context[0] != os.getpid():
+            _context = (os.getpid(), WorkerContext.from_settings(get_settings()))
+        return _context[1]
 
 
 @shared_task(bind=True, name=TASK_CONVERT, acks_late=True, reject_on_worker_lost=True, max_retries=None)

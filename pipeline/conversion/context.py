@@ -21,7 +21,10 @@ from pipeline.run.quota import QuotaGate
 from pipeline.run.state import RunState
 from pipeline.storage.s3 import Storage
 
-__all__ = ["JobContext", "WorkerContext"]
+__all__ = ["REDIS_TIMEOUT_S", "JobContext", "WorkerContext"]
+
+#: longest a worker's Redis command (limiter, run state, budget, claim) may take; none of them blocks on purpose
+REDIS_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,14 @@ class WorkerContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
-        """Build the process's clients (call it after fork: connections must not cross a fork)."""
-        client = redis.Redis.from_url(settings.limiter_redis_url)
+        """Build the process's clients (call it after fork: connections must not cross a fork).
+
+        One context serves every job of the process, and with ``--pool threads`` several at once: the httpx, boto3
+        and redis-py clients are thread-safe, and nothing per job is stored on it (``for_job``). The Redis client has
+        socket timeouts: no time limit interrupts a thread, so no Redis call may wait forever.
+        """
+        client = redis.Redis.from_url(settings.limiter_redis_url, socket_timeout=REDIS_TIMEOUT_S,
+                                      socket_connect_timeout=REDIS_TIMEOUT_S)
         return cls(settings=settings, client=StsClient.from_settings(settings),
                    limiter=Limiter.from_settings(settings, client), storage=Storage.from_settings(settings),
                    redis=client)

@@ -9,7 +9,8 @@ draining it raises ``SlotUnavailableError``, which sends the job back to the que
 for stays: a finished job commits, a finished segment is already checkpointed in S3 and is not converted again.
 
 The flag is a file named by ``STS_DRAIN_FILE``, set in the main process before the pool forks, so every pool process
-(and every replacement child) sees the same one. Without it (tests, the demo, any other caller) nothing drains.
+(and every replacement child) sees the same one; a threads worker's jobs run in the main process and see it too.
+Without it (tests, the demo, any other caller) nothing drains.
 """
 
 from __future__ import annotations

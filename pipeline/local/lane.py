@@ -34,18 +34,21 @@ class Lane:
     api_key: str
     overrides: dict[str, str] = field(default_factory=dict)
     workers: list[Service] = field(default_factory=list)
+    #: the lane's workers' pool, ``prefork`` or ``threads`` (None: ``STS_WORKER_POOL``, else prefork)
+    pool: str | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**self.stack.env(), "STS_QUEUE": self.queue, "STS_API_KEY": self.api_key, **self.overrides, **extra}
 
     def start_worker(self, concurrency: int = 2, **extra: str) -> Service:
+        """A worker on the lane's queue converting ``concurrency`` jobs at once in the lane's pool."""
         service = self.stack.start_worker(concurrency, name=f"{self.queue}-w{len(self.workers)}",
-                                          extra_env=self.env(**extra))
+                                          extra_env=self.env(**extra), pool=self.pool)
         self.workers.append(service)
         return service
 
     def start_workers(self, count: int, concurrency: int, ready_timeout_s: float = 90.0) -> list[Service]:
-        """Start ``count`` workers of ``concurrency`` processes each and wait until every one says it is ready."""
+        """Start ``count`` workers of ``concurrency`` jobs each and wait until every one says it is ready."""
         started = [self.start_worker(concurrency) for _ in range(count)]
         for service in started:
             wait_for_log(service, "ready.", ready_timeout_s)
@@ -84,9 +87,10 @@ class Lane:
 
 
 @contextmanager
-def lane(stack: LocalStack, **overrides: str) -> Iterator[Lane]:
+def lane(stack: LocalStack, pool: str | None = None, **overrides: str) -> Iterator[Lane]:
+    """A lane with a fresh queue and API key; its workers use ``pool`` (None: ``STS_WORKER_POOL``, else prefork)."""
     tag = uuid.uuid4().hex[:8]
-    current = Lane(stack, queue=f"q-{tag}", api_key=f"test-key-{tag}", overrides=dict(overrides))
+    current = Lane(stack, queue=f"q-{tag}", api_key=f"test-key-{tag}", overrides=dict(overrides), pool=pool)
     try:
         yield current
     finally:

@@ -140,11 +140,12 @@ class LocalStack:
         return self._start("sts", argv, self.sts_port)
 
     def start_worker(self, concurrency: int = 2, name: str | None = None,
-                     extra_env: Mapping[str, str] | None = None) -> Service:
+                     extra_env: Mapping[str, str] | None = None, pool: str | None = None) -> Service:
+        """A worker of ``concurrency`` jobs at once; ``pool`` prefork or threads (None: ``STS_WORKER_POOL``)."""
         index = sum(1 for s in self.services if s.name.startswith("worker"))
         node = name or f"worker{index}"
         argv = [sys.executable, "-m", "pipeline.cli", "worker", "-c", str(concurrency), "--hostname", f"{node}@%h",
-                "--loglevel", "INFO"]
+                "--loglevel", "INFO", *(["--pool", pool] if pool else [])]
         service = Service(node, argv, {**self.env(), **(extra_env or {})}, self._dir / f"{node}.log")
         self.services.append(service.start())
         return service

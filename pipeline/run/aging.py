@@ -15,6 +15,7 @@ Redis keys (the broker's Redis): ``sts:queue:{queue}:aging`` string, the period'
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import redis
@@ -45,14 +46,23 @@ end
 return moved
 """
 
+#: one client per process and broker (made after fork; shared by a threads worker's jobs, under the lock)
 _clients: dict[tuple[int, str], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(broker_url: str) -> Any:
+    key = (os.getpid(), broker_url)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = redis.Redis.from_url(broker_url, socket_timeout=10, socket_connect_timeout=10)
+        return _clients[key]
 
 
 def age_queue(broker_url: str, queue: str, *, period_s: int = AGING_S) -> int:
     """Promote once per period (-1 when another caller did it this period); never raises."""
-    key = (os.getpid(), broker_url)
     try:
-        client = _clients.get(key) or _clients.setdefault(key, redis.Redis.from_url(broker_url))
+        client = _client(broker_url)
         lists = [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in STEPS]
         keys = [f"sts:queue:{queue}:aging", *lists]
         return int(client.eval(_AGE, len(keys), *keys, str(period_s)))

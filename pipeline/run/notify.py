@@ -117,14 +117,16 @@ class Notifier:
 
 
 _notifiers: dict[tuple[int, str], Notifier] = {}
+_notifiers_lock = threading.Lock()  # a threads worker's jobs ask at once: still one notifier (and thread) per URL
 
 
 def notifier(url: str) -> Notifier:
     """This process's notifier for ``url`` (one thread per process and URL, made after fork)."""
     key = (os.getpid(), url)
-    if key not in _notifiers:
-        _notifiers[key] = Notifier(url, os.environ.get("STS_NOTIFY_SECRET") or None)
-    return _notifiers[key]
+    with _notifiers_lock:
+        if key not in _notifiers:
+            _notifiers[key] = Notifier(url, os.environ.get("STS_NOTIFY_SECRET") or None)
+        return _notifiers[key]
 
 
 def configure(client: Any, run_id: str, url: str, interval_s: float) -> None:

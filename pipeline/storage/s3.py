@@ -54,7 +54,7 @@ class Storage:
     def from_settings(cls, settings: Settings) -> Storage:
         config = Config(
             connect_timeout=5, read_timeout=60, retries={"max_attempts": 4, "mode": "standard"},
-            max_pool_connections=32,
+            max_pool_connections=128,  # a threads worker's jobs (worker --pool threads -c 50) share this client
             s3={"addressing_style": "path"},
         )
         client = boto3.client(

@@ -6,7 +6,7 @@ The worker runs as Kubernetes runs it (``REMAP_SIGTERM=SIGQUIT``: SIGTERM is Cel
 SIGTERM arrives while three requests are in flight: they end, their jobs upload and commit; what the worker had not
 finished goes back to the queue and a second worker finishes it. Every job ends ``succeeded`` once (one version of
 each output and of each provenance record on a versioned bucket) and the server counts exactly one successful request
-per job.
+per job. It runs with each worker pool: with ``--pool threads`` the three jobs are threads of the signalled process.
 """
 
 from __future__ import annotations
@@ -20,7 +20,17 @@ from pathlib import Path
 import pytest
 
 from pipeline.local.services import LocalStack
-from tests.support import VOICES, lane, object_versions, sts_stats, wait_until, write_input, write_jsonl
+from tests.support import (
+    POOL_BANNERS,
+    POOLS,
+    VOICES,
+    lane,
+    object_versions,
+    sts_stats,
+    wait_until,
+    write_input,
+    write_jsonl,
+)
 
 JOBS = 5
 IN_FLIGHT = 3
@@ -49,14 +59,15 @@ def _committed(s3, bucket: str) -> int:  # type: ignore[no-untyped-def]
     return sum(1 for item in listed if item["Key"].endswith(".provenance.json"))
 
 
+@pytest.mark.parametrize("pool", POOLS)
 def test_sigterm_with_three_requests_in_flight_loses_nothing_and_pays_nothing_twice(
-        stack: LocalStack, s3, bucket: str, tmp_path: Path, slow_sts: str) -> None:
+        stack: LocalStack, s3, bucket: str, tmp_path: Path, slow_sts: str, pool: str) -> None:
     manifest = _manifest(s3, tmp_path, bucket)
     heartbeat = tmp_path / "heartbeat"
-    with lane(stack, STS_API_BASE_URL=slow_sts, STS_MAX_CONCURRENT_REQUESTS="3", REMAP_SIGTERM="SIGQUIT",
+    with lane(stack, pool, STS_API_BASE_URL=slow_sts, STS_MAX_CONCURRENT_REQUESTS="3", REMAP_SIGTERM="SIGQUIT",
               STS_SOFT_SHUTDOWN_TIMEOUT_S="20", STS_HEARTBEAT_INTERVAL_S="2") as test_lane:
         draining = test_lane.start_worker(concurrency=IN_FLIGHT, STS_HEARTBEAT_FILE=str(heartbeat))
-        submitted = test_lane.cli("submit", str(manifest), "--run-id", "drain-run")
+        submitted = test_lane.cli("submit", str(manifest), "--run-id", f"drain-run-{pool}")
         assert submitted.returncode == 0, submitted.stderr[-2000:]
         wait_until(lambda: sts_stats(slow_sts)["in_flight"] == IN_FLIGHT, 90, "three requests in flight")
         draining.kill(signal.SIGTERM)
@@ -67,7 +78,7 @@ def test_sigterm_with_three_requests_in_flight_loses_nothing_and_pays_nothing_tw
         assert _committed(s3, bucket) == IN_FLIGHT  # ... and their jobs were uploaded and committed
         test_lane.start_worker(concurrency=2)
         wait_until(lambda: _committed(s3, bucket) == JOBS, 120, "the rest of the run")
-        status = test_lane.cli("status", "drain-run")
+        status = test_lane.cli("status", f"drain-run-{pool}")
         log = draining.log_path.read_text()
     stats = sts_stats(slow_sts)
     assert stats["successes"] == JOBS and stats["requests_total"] == JOBS, stats
@@ -78,6 +89,7 @@ def test_sigterm_with_three_requests_in_flight_loses_nothing_and_pays_nothing_tw
         assert [a["outcome"] for a in record["attempts"]] == ["ok"]
     assert "succeeded" in status.stdout, status.stdout + status.stderr
     assert "Soft Shutdown" in log, log[-3000:]
+    assert POOL_BANNERS[pool] in log
 
 
 def test_a_draining_long_job_starts_no_new_segment_and_resumes_elsewhere(
