@@ -1,7 +1,11 @@
 """Decoded samples in bounded memory: quality checks, the segment planner and the stitcher all read audio this way.
 
-An output can be hours long, so samples arrive as blocks from an ffmpeg pipe and are never held whole. A caller that
-wants a whole clip concatenates the blocks itself, knowing it is short.
+An output can be hours long, so samples arrive as blocks (from an ffmpeg pipe, or read in process) and are never held
+whole. A caller that wants a whole clip concatenates the blocks itself, knowing it is short.
+
+An output's length and its samples for the quality measure (``output_duration_s``, ``output_blocks``) are read in
+process where ``pipeline.audio.native`` can (headerless formats, mp3; an Opus length), with no ffmpeg process; the
+same figures as ffmpeg's, which reads everything else.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.audio import native
 from pipeline.audio.ffmpeg import MONO_ARGS, Decoder, probe_sample_rate
 from pipeline.formats import OutputFormat
 
@@ -56,10 +61,34 @@ def duration_s(path: Path, *, input_args: Sequence[str] = (), expected_s: float 
 def output_duration_s(path: Path, fmt: OutputFormat) -> float:
     """The length of an output in ``fmt``, counted as ``quality.measure`` counts it (samples at ``fmt``'s rate).
 
-    For a check on every attempt that needs only the length: no ffprobe, and none of the loudness work.
+    For a check on every attempt that needs only the length: no ffprobe, none of the loudness work, and no process
+    at all where ``native.output_samples`` counts it (headerless: the byte count; mp3: an in-process decode; opus:
+    the last Ogg page). ``InputError`` for a file that is not audio in ``fmt``.
     """
-    return _decoded_samples(path, rate=fmt.sample_rate, input_args=fmt.ffmpeg_input_args(),
-                            expected_s=nominal_seconds(path, fmt)) / fmt.sample_rate
+    samples = native.output_samples(path, fmt)
+    if samples is None:
+        samples = _decoded_samples(path, rate=fmt.sample_rate, input_args=fmt.ffmpeg_input_args(),
+                                   expected_s=nominal_seconds(path, fmt))
+    return samples / fmt.sample_rate
+
+
+def output_blocks(path: Path, fmt: OutputFormat, *, block_s: float,
+                  expected_s: float | None = None) -> Iterator[np.ndarray]:
+    """An output's samples as ``pcm_stream`` gives them (mono float32 at ``fmt``'s rate, blocks of ``block_s``),
+    decoded in process where ``native.output_blocks`` can (headerless, mp3), else by ffmpeg; a decode libsndfile
+    gives up part-way is finished by ffmpeg. ``expected_s`` is for ffmpeg's timeout (see ``pcm_stream``)."""
+
+    def by_ffmpeg(skip: int) -> Iterator[np.ndarray]:
+        blocks = pcm_stream(path, sample_rate=fmt.sample_rate, input_args=fmt.ffmpeg_input_args(), block_s=block_s,
+                            expected_s=expected_s)
+        for block in blocks:
+            if skip < len(block):
+                yield block[skip:]
+            skip = max(0, skip - len(block))
+
+    blocks = native.output_blocks(path, fmt, block_samples=max(1, round(block_s * fmt.sample_rate)),
+                                  resume=by_ffmpeg)
+    return by_ffmpeg(0) if blocks is None else blocks
 
 
 def nominal_seconds(path: Path, fmt: OutputFormat) -> float | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from pipeline.audio import native
 from pipeline.audio.ffmpeg import MONO_ARGS, Decoder, run_to_file, tail
 from pipeline.audio.probe import AudioInfo
 from pipeline.errors import InputError
@@ -35,7 +36,8 @@ def prepare(path: Path, info: AudioInfo, file_format: str, workdir: Path, *, lab
     - ``other``: the input as is, except that more than two channels are downmixed to mono and raw PCM gets a header;
       both are written as 16-bit FLAC at the source rate (lossless, about half the upload of WAV).
 
-    Every non-raw input is decoded to the end, once, and that decode **counts** its length: ``info.duration_s``
+    Every non-raw input is decoded to the end, once (a WAV in process, see ``pipeline.audio.native``; anything else
+    by ffmpeg), and that decode **counts** its length: ``info.duration_s``
     becomes the decoded length (see ``pipeline.audio.probe``). With a limit armed by ``check_limits`` the decode stops
     at the limit + 1 s and the input is refused ``too_long``, whatever its header says. ffmpeg errors, or a decode
     clearly shorter than the header's duration (a truncated file that ffprobe still accepts), raise
@@ -64,7 +66,12 @@ def prepare(path: Path, info: AudioInfo, file_format: str, workdir: Path, *, lab
         _check_decode(info, errors, written.frames / written.samplerate, name, path)
         return out
     # sent as is: decode it only to count and to check it (mono, at the rate the header claims, so that a header
-    # that lies about the rate cannot shrink the count either)
+    # that lies about the rate cannot shrink the count either); a WAV whose header agrees with the file is counted
+    # in process (``native``: its samples are its bytes), anything else by ffmpeg
+    counted_s = native.count_wav_s(path, stop_s=stop_s) if info.format_name == "wav" else None
+    if counted_s is not None:
+        _check_decode(info, "", counted_s, name, path)
+        return path
     rate = info.sample_rate if info.sample_rate > 0 else COUNT_RATE
     stop_bytes = None if stop_s is None else 2 * math.ceil(stop_s * rate)
     with Decoder(path, input_args=(), output_args=[*MONO_ARGS, "-ar", str(rate), "-c:a", "pcm_s16le", "-f", "s16le"],

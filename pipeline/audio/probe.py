@@ -1,8 +1,9 @@
 """What an input is, asked once: the job probes it, and every later step is handed the answer.
 
 Probing tells the container by its first bytes (``pipeline.audio.sniff``: anything that is not an allow-listed audio
-container is refused here, before ffmpeg sees it), then runs the sandboxed ffprobe on the downloaded file (or, for
-raw PCM, reads only its size). Preparing, planning and cutting take the resulting ``AudioInfo`` instead of probing
+container is refused here, before ffmpeg sees it), then reads a WAV's or FLAC's header in process
+(``pipeline.audio.native``, no process started) or runs the sandboxed ffprobe on the downloaded file (or, for raw
+PCM, reads only its size). Preparing, planning and cutting take the resulting ``AudioInfo`` instead of probing
 again, so a three-hour episode cut into sixty segments costs one probe, not a hundred and twenty.
 
 **Duration is counted, not read.** A header can say anything (a FLAC whose STREAMINFO says 2 s can hold 90 s), so
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.audio import ffmpeg
+from pipeline.audio import ffmpeg, native
 from pipeline.audio.sniff import HEAD_BYTES, sniff
 from pipeline.errors import InputError
 from pipeline.formats import PCM_S16LE_16_RATE
@@ -34,7 +35,8 @@ COUNT_MARGIN_S = 1.0
 
 @dataclass
 class AudioInfo:
-    """What ffprobe (or, for raw PCM, the file size) says about an input, and what its decode counted.
+    """What an input's header says (read by libsndfile for WAV and FLAC, by ffprobe for the rest; for raw PCM, the
+    file size), and what its decode counted.
 
     ``duration_s`` is the length that limits, bills and plans: the header's claim (or an estimate) until the input
     is decoded, the counted length after (``counted``). ``prepare`` updates it in place.
@@ -102,6 +104,15 @@ def probe(path: Path, *, file_format: str = "other", label: str | None = None) -
         ffmpeg.check_input(path, input_args=ffmpeg.PCM_S16LE_16_INPUT_ARGS, label=name)
         return _raw_pcm_info(size_bytes, name)
     ffmpeg.check_input(path, label=name)
+    header = native.read_header(path)
+    if header is not None:
+        return _native_info(header, size_bytes)
+    return _ffprobe_info(path, size_bytes, name)
+
+
+def _ffprobe_info(path: Path, size_bytes: int, name: str) -> AudioInfo:
+    """What ffprobe says about an input the sandbox accepted (every container but the WAV and FLAC files
+    ``native.read_header`` reads)."""
     done, data = ffmpeg.probe_json(path)
     fmt = data.get("format") or {}
     audio = next((s for s in data.get("streams", []) if s.get("codec_type") == "audio"), None)
@@ -124,6 +135,17 @@ def probe(path: Path, *, file_format: str = "other", label: str | None = None) -
         duration_s=duration, codec=str(audio.get("codec_name")), sample_rate=int(audio.get("sample_rate") or 0),
         channels=int(audio.get("channels") or 0), format_name=str(fmt.get("format_name")), size_bytes=size_bytes,
         bit_rate=bit_rate, duration_estimated=estimated, header_duration_s=header)
+
+
+def _native_info(header: native.Header, size_bytes: int) -> AudioInfo:
+    """An ``AudioInfo`` from a header libsndfile read, with ffprobe's names and bitrate (FLAC: size over duration)."""
+    seconds = header.frames / header.sample_rate
+    bit_rate = header.bit_rate
+    if bit_rate is None and seconds > 0:
+        bit_rate = int(size_bytes * 8 / seconds)
+    return AudioInfo(duration_s=seconds, codec=header.codec, sample_rate=header.sample_rate,
+                     channels=header.channels, format_name=header.format_name, size_bytes=size_bytes,
+                     bit_rate=bit_rate, header_duration_s=seconds)
 
 
 def check_limits(info: AudioInfo, *, max_bytes: int, max_seconds: float, label: str) -> None:

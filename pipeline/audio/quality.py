@@ -1,6 +1,7 @@
 """Quality checks on every output: duration drift, loudness, peak and clipping, leading and trailing silence.
 
-One streaming decode, so memory stays flat for hours of audio:
+One streaming decode, so memory stays flat for hours of audio (in process for mp3 and the headerless formats,
+``decode.output_blocks``; ffmpeg for opus):
 
 - Duration, sample peak and clipping are measured on every sample at the format's own rate.
 - Loudness and silence are measured on a copy resampled to at most 16 kHz (soxr, streaming): speech carries
@@ -25,7 +26,7 @@ import scipy.signal
 import soxr
 from pyloudnorm.iirfilter import IIRfilter
 
-from pipeline.audio.decode import nominal_seconds, pcm_stream
+from pipeline.audio.decode import nominal_seconds, output_blocks
 from pipeline.formats import OutputFormat
 
 ANALYSIS_MAX_RATE = 16000
@@ -108,8 +109,7 @@ def measure(output: Path, *, output_format: OutputFormat, input_duration_s: floa
     peak = 0.0
     clipped = 0
     expected_s = max(input_duration_s, nominal_seconds(output, output_format) or 0.0)
-    for block in pcm_stream(output, sample_rate=rate, input_args=output_format.ffmpeg_input_args(),
-                            block_s=BLOCK_S, expected_s=expected_s):
+    for block in output_blocks(output, output_format, block_s=BLOCK_S, expected_s=expected_s):
         samples += len(block)
         peak = max(peak, float(block.max()), -float(block.min()))
         clipped += int(np.count_nonzero(block >= FULL_SCALE)) + int(np.count_nonzero(block <= -FULL_SCALE))

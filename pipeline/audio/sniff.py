@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["AUDIO_DEMUXERS", "HEAD_BYTES", "Sniffed", "id3_size", "looks_like_text", "sniff"]
+__all__ = ["AUDIO_DEMUXERS", "HEAD_BYTES", "Sniffed", "id3_size", "looks_like_text", "mpeg_frame", "sniff"]
 
 #: bytes of the head read to decide (an MP3's ID3 tag can be longer: then the demuxer is decided by the tag alone)
 HEAD_BYTES = 64 * 1024
@@ -142,6 +142,17 @@ def _mpeg_audio(head: bytes, at: int) -> str | None:
     if at + length + 4 <= len(head) and (following is None or following[0] != kind):
         return None
     return kind
+
+
+def mpeg_frame(head: bytes, at: int) -> tuple[int, int] | None:
+    """``(bytes, samples)`` of the MPEG audio frame whose header starts at ``at`` (ADTS AAC is not one); None if none
+    does. Samples a frame decodes to: 384 for layer I, 1152 for layer II, and for layer III 1152 (MPEG-1) or 576."""
+    found = _frame_length(head, at)
+    if found is None or found[0] != "mp3":
+        return None
+    version, layer = (head[at + 1] >> 3) & 0x03, (head[at + 1] >> 1) & 0x03
+    samples = {3: 384, 2: 1152}.get(layer, 1152 if version == 3 else 576)
+    return found[1], samples
 
 
 def _frame_length(head: bytes, at: int) -> tuple[str, int] | None:

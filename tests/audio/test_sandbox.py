@@ -171,7 +171,7 @@ def test_every_command_line_is_fenced(files: dict[str, Path], tmp_path: Path,
         check_limits(info, max_bytes=MAX_BYTES, max_seconds=MAX_SECONDS, label=name)
         prepare(files[name], info, "pcm_s16le_16", tmp_path)
     list(pcm_stream(files["pcm"], sample_rate=16000, input_args=ffmpeg.PCM_S16LE_16_INPUT_ARGS))
-    assert len(seen) >= 9
+    assert len(seen) >= 6  # the WAV and FLAC headers are read in process (pipeline.audio.native): one ffprobe
     for argv in seen:
         assert argv.count("-i") == 1
         source = argv[argv.index("-i") + 1]
@@ -242,4 +242,5 @@ def test_every_allowed_container_is_told_by_its_bytes_and_probed(files: dict[str
     check_limits(info, max_bytes=MAX_BYTES, max_seconds=MAX_SECONDS, label=suffix)
     prepare(named_wrong, info, "other", tmp_path)
     assert info.counted and abs(info.duration_s - SECONDS) < 0.1
-    assert {argv[argv.index("-f") + 1] for argv in seen} == {demuxer}
+    # a PCM WAV is probed and counted in process once its bytes say WAV (pipeline.audio.native): no command line
+    assert {argv[argv.index("-f") + 1] for argv in seen} == (set() if demuxer == "wav" else {demuxer})
