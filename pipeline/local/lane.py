@@ -34,7 +34,8 @@ class Lane:
     api_key: str
     overrides: dict[str, str] = field(default_factory=dict)
     workers: list[Service] = field(default_factory=list)
-    #: the lane's workers' pool, ``prefork`` or ``threads`` (None: ``STS_WORKER_POOL``, else prefork)
+    #: the lane's workers' pool, ``prefork`` or ``threads`` (None: the worker's default, ``STS_WORKER_POOL`` among
+    #: the overrides, else prefork)
     pool: str | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -88,7 +89,7 @@ class Lane:
 
 @contextmanager
 def lane(stack: LocalStack, pool: str | None = None, **overrides: str) -> Iterator[Lane]:
-    """A lane with a fresh queue and API key; its workers use ``pool`` (None: ``STS_WORKER_POOL``, else prefork)."""
+    """A lane with a fresh queue and API key; its workers use ``pool`` (None: the worker's default, ``Lane.pool``)."""
     tag = uuid.uuid4().hex[:8]
     current = Lane(stack, queue=f"q-{tag}", api_key=f"test-key-{tag}", overrides=dict(overrides), pool=pool)
     try:
