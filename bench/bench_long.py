@@ -1,11 +1,15 @@
-"""Peak memory of the long-recording path: plan, cut, stitch (and measure) a 1-minute and a 3-hour input.
+"""Peak memory of the long-recording path: plan, cut, stitch and measure a 1-minute and a 3-hour input.
 
     .venv/bin/python bench/bench_long.py [--seconds 60 10800] [--max-segment-s 300] [--workdir DIR]
 
 Each input is generated with ``write_speech_like`` (16 kHz FLAC) in a temporary directory, then processed in a fresh
-child process so the figures belong to that input alone. The pieces are cut as ``pcm_s16le_16`` and taken back
-unchanged as ``pcm_16000`` (an identity "conversion"), then stitched into mp3_44100_128, the default output, which is
-encoded once.
+child process so the figures belong to that input alone. The pieces are cut as ``pcm_s16le_16`` and taken back as
+the service returns them for the default output, mp3_44100_128 (an identity "conversion": each piece is made raw PCM
+at 44.1 kHz, ``service_s``, one process at a time; each is deleted once stitched, as a job does),
+then stitched into mp3_44100_128, encoded once, and measured as a segmented job does it: read back while it is
+encoded (``Stitcher`` with a ``QualityMeter``; ``stitch_s`` includes the measure, not ``service_s``). ``measure_s``
+is ``quality.measure`` of the finished file afterwards (what a whole-file job does), and ``lufs_diff`` how far the
+two measures' loudness lie apart.
 
 Memory figures: ``rss_self_mb`` is ``getrusage(RUSAGE_SELF).ru_maxrss`` of the Python process (exact). ffmpeg children
 are sampled from ``/proc`` every 20 ms: ``rss_ffmpeg_mb`` is the largest RSS of one seen; ``rss_tree_mb`` is the
@@ -29,8 +33,9 @@ import time
 from pathlib import Path
 
 from pipeline.audio.decode import duration_s
-from pipeline.audio.quality import measure
-from pipeline.audio.segments import cut_segment, plan_segments, stitch
+from pipeline.audio.ffmpeg import PCM_S16LE_16_INPUT_ARGS, run_to_file
+from pipeline.audio.quality import BLOCK_S, QualityMeter, measure
+from pipeline.audio.segments import Stitcher, cut_segment, plan_segments
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.local.samples import write_speech_like
 
@@ -97,7 +102,7 @@ def _self_peak_mb() -> float:
 def run_one(source: Path, max_segment_s: float) -> dict[str, float]:
     """Plan, cut, stitch and measure ``source``; return timings, sizes and peak RSS (run in a fresh process)."""
     fmt = OUTPUT_FORMATS["mp3_44100_128"]
-    piece_fmt = OUTPUT_FORMATS["pcm_16000"]
+    piece_fmt = OUTPUT_FORMATS["pcm_44100"]
     workdir = source.parent / f"work-{source.stem}"
     workdir.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
@@ -112,12 +117,23 @@ def run_one(source: Path, max_segment_s: float) -> dict[str, float]:
     timings["cut_s"] = time.monotonic() - mark
     out = workdir / "stitched.mp3"
     mark = time.monotonic()
-    stitch(pieces, segments, segment_format=piece_fmt, output_format=fmt, out=out, crossfade_s=OVERLAP_S)
+    returned = [piece.with_suffix(".returned") for piece in pieces]
+    for piece, back in zip(pieces, returned, strict=True):
+        run_to_file(piece, back, input_args=PCM_S16LE_16_INPUT_ARGS,
+                    output_args=["-ar", str(piece_fmt.sample_rate), "-c:a", "pcm_s16le", "-f", "s16le"])
+        piece.unlink()
+    timings["service_s"] = time.monotonic() - mark
+    mark = time.monotonic()
+    meter = QualityMeter(fmt)
+    with Stitcher(segments, segment_format=piece_fmt, output_format=fmt, out=out, crossfade_s=OVERLAP_S,
+                  on_output=meter.add, output_block_s=BLOCK_S) as stitcher:
+        for back in returned:
+            stitcher.add(back)
+            back.unlink()
+    streamed = meter.report(input_duration_s=segments[-1].end_s)
     timings["stitch_s"] = time.monotonic() - mark
     self_mb, child_mb = _self_peak_mb(), sampler.peak_child_mb
     tree_mb, tree_pss_mb = sampler.peak_tree_mb, sampler.peak_tree_pss_mb
-    for piece in pieces:
-        piece.unlink()
     mark = time.monotonic()
     report = measure(out, output_format=fmt, input_duration_s=segments[-1].end_s)
     timings["measure_s"] = time.monotonic() - mark
@@ -129,7 +145,8 @@ def run_one(source: Path, max_segment_s: float) -> dict[str, float]:
         "longest_segment_s": round(max(s.duration_s for s in segments), 2),
         "input_s": segments[-1].end_s,
         "output_s": duration_s(out),
-        "drift_ms": round(report.drift_ms, 3),
+        "drift_ms": round(streamed.drift_ms, 3),
+        "lufs_diff": round(abs((streamed.lufs or 0.0) - (report.lufs or 0.0)), 4),
         "rss_self_mb": round(self_mb, 1),
         "rss_ffmpeg_mb": round(child_mb, 1),
         "rss_tree_mb": round(tree_mb, 1),
@@ -166,8 +183,8 @@ def main() -> None:
                          "generate_s": round(generated_s, 1), **row})
             source.unlink()
     columns = ["seconds", "input_mb", "segments", "shortest_segment_s", "longest_segment_s", "plan_s", "cut_s",
-               "stitch_s", "measure_s", "output_s", "drift_ms", "rss_self_mb", "rss_ffmpeg_mb", "rss_tree_mb",
-               "pss_tree_mb", "rss_self_with_measure_mb", "rss_tree_with_measure_mb"]
+               "service_s", "stitch_s", "measure_s", "output_s", "drift_ms", "lufs_diff", "rss_self_mb",
+               "rss_ffmpeg_mb", "rss_tree_mb", "pss_tree_mb", "rss_self_with_measure_mb", "rss_tree_with_measure_mb"]
     print(" | ".join(columns))
     for row in rows:
         print(" | ".join(str(row[c]) for c in columns))

@@ -69,28 +69,54 @@ def plan_segments(path: Path, *, max_segment_s: float, input_args: Sequence[str]
     quarter of the maximum). An input no longer than the maximum is one segment. The last segment ends at the exact
     decoded length of the input. ``info`` is what the job probed (see ``cut_segment``); without it, ffprobe is asked.
     """
+    return list(iter_segments(path, max_segment_s=max_segment_s, input_args=input_args, search_s=search_s, info=info))
+
+
+def iter_segments(path: Path, *, max_segment_s: float, input_args: Sequence[str] = (),
+                  search_s: float | None = None, info: AudioInfo | None = None) -> Iterator[Segment]:
+    """``plan_segments``' segments one by one, each as soon as the decode has gone far enough to place its end.
+
+    A cut depends only on the envelope around its search window, unless the input ends within a second of that
+    window; so each segment but the last few is known long before the whole input is decoded, and its request can
+    start while the rest is planned.
+    """
     if max_segment_s < 3 * MIN_SEGMENT_S:
         raise ValueError(f"max_segment_s={max_segment_s} is too short to plan segments (at least {3 * MIN_SEGMENT_S})")
-    energy, total_samples, rate = _frame_energy(path, input_args=input_args, rate=_decode_rate(path, info, input_args),
-                                                expected_s=info.duration_s if info is not None else None)
-    total_s = total_samples / rate
-    if total_s <= max_segment_s:
-        return [Segment(0, 0.0, total_s)]
-    smooth = np.convolve(energy, np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES)[SMOOTH_FRAMES // 2 - 1:]  # centred on cuts
+    rate = _decode_rate(path, info, input_args)
+    envelope = _Envelope(rate)
     max_frames = math.floor(max_segment_s * FRAMES_PER_S + 1e-9)
     search_frames = round((search_s if search_s is not None else SEARCH_FRACTION * max_segment_s) * FRAMES_PER_S)
+    # frames decoded past a window's end after which the end of the input cannot change the cut (its bounds or the
+    # smoothed envelope in it): more than MIN_SEGMENT_S plus half the smoothing
+    settled = round(MIN_SEGMENT_S * FRAMES_PER_S) + SMOOTH_FRAMES
+    start, index = 0, 0
+    for _ in envelope.grow(pcm_stream(path, sample_rate=rate, input_args=input_args,
+                                      expected_s=info.duration_s if info is not None else None)):
+        while envelope.frames >= start + max_frames + settled:
+            cut = _quietest_cut(envelope, start, start + max_frames, search_frames)
+            yield Segment(index, start / FRAMES_PER_S, cut / FRAMES_PER_S)
+            start, index = cut, index + 1
+            envelope.forget_before(start)  # later windows start a second after it
+    total_s = envelope.samples / rate
     last_allowed = math.floor((total_s - MIN_SEGMENT_S) * FRAMES_PER_S)
-    cuts = [0]
-    while total_s - cuts[-1] / FRAMES_PER_S > max_segment_s:
-        start = cuts[-1]
-        hi = min(start + max_frames, last_allowed) // GRID_FRAMES * GRID_FRAMES
-        lo = max(start + round(MIN_SEGMENT_S * FRAMES_PER_S), hi - search_frames)
-        lo = -(-lo // GRID_FRAMES) * GRID_FRAMES
-        window = smooth[lo:hi + 1:GRID_FRAMES]
-        latest_quietest = len(window) - 1 - int(np.argmin(window[::-1]))  # ties: the later cut, fewer segments
-        cuts.append(lo + latest_quietest * GRID_FRAMES)
-    edges = [c / FRAMES_PER_S for c in cuts] + [total_s]
-    return [Segment(i, edges[i], edges[i + 1]) for i in range(len(cuts))]
+    while total_s - start / FRAMES_PER_S > max_segment_s:
+        cut = _quietest_cut(envelope, start, min(start + max_frames, last_allowed), search_frames)
+        yield Segment(index, start / FRAMES_PER_S, cut / FRAMES_PER_S)
+        start, index = cut, index + 1
+    yield Segment(index, start / FRAMES_PER_S, total_s)
+
+
+def _quietest_cut(envelope: _Envelope, start: int, limit: int, search_frames: int) -> int:
+    """The frame to cut at after ``start``: the quietest grid point of the 200 ms smoothed envelope in the search
+    window that ends at ``limit`` (ties: the later cut, so fewer segments)."""
+    hi = limit // GRID_FRAMES * GRID_FRAMES
+    lo = max(start + round(MIN_SEGMENT_S * FRAMES_PER_S), hi - search_frames)
+    lo = -(-lo // GRID_FRAMES) * GRID_FRAMES
+    # smooth[i] is the mean of energy[i - 10 : i + 10], centred on the cut; lo is at least a second in
+    around = envelope.window(lo - SMOOTH_FRAMES // 2, hi + SMOOTH_FRAMES // 2).astype(np.float64)
+    smooth = np.convolve(around, np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES, mode="valid")
+    window = smooth[:hi - lo + 1:GRID_FRAMES]
+    return lo + (len(window) - 1 - int(np.argmin(window[::-1]))) * GRID_FRAMES
 
 
 def cut_segment(path: Path, seg: Segment, out: Path, *, file_format: str, overlap_s: float,
@@ -201,8 +227,7 @@ class Stitcher:
         lead = min(self._pad, start)  # the piece starts this many samples before its segment
         half_in = half if k > 0 else 0
         half_out = half if k < len(self.segments) - 1 else 0
-        reader = _Reader(pcm_stream(piece, sample_rate=self.rate,
-                                    input_args=self.segment_format.ffmpeg_input_args()))
+        reader = _Reader(self._blocks(piece))
         try:
             reader.skip(lead - half_in)
             if half_in:
@@ -214,6 +239,11 @@ class Stitcher:
             reader.close()
         self.added += 1
 
+    def _blocks(self, piece: Path) -> Iterator[np.ndarray]:
+        if self.segment_format.codec == "pcm" and self.segment_format.sample_rate == self.rate:
+            return _s16le_blocks(piece)  # the service's headerless PCM at the output's rate: no decoder needed
+        return pcm_stream(piece, sample_rate=self.rate, input_args=self.segment_format.ffmpeg_input_args())
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is None and self.added < len(self.segments):
@@ -223,33 +253,67 @@ class Stitcher:
         self._encoder.__exit__(exc_type, exc, tb)
 
 
-def _frame_energy(path: Path, *, input_args: Sequence[str], rate: int,
-                  expected_s: float | None = None) -> tuple[np.ndarray, int, int]:
-    """Mean square of each 10 ms frame, streamed at ``rate``, plus the decoded sample count and the rate.
+class _Envelope:
+    """Mean square of each 10 ms frame of a decode at ``rate``, grown block by block, and the samples counted.
 
     Frame ``k`` covers samples ``[k * rate // 100, (k + 1) * rate // 100)``, so frames never drift from the clock,
-    even at 22.05 kHz where 10 ms is not a whole number of samples. A trailing partial frame is kept.
+    even at 22.05 kHz where 10 ms is not a whole number of samples. A trailing partial frame is kept at the end.
+    Frames before ``forget_before`` are dropped, so memory holds about one segment's envelope.
     """
-    frames: list[np.ndarray] = []
-    carry = np.zeros(0)
-    carry_start = 0  # index of carry[0] in the whole input
-    next_frame = 0
-    for block in pcm_stream(path, sample_rate=rate, input_args=input_args, expected_s=expected_s):
-        squares = np.concatenate([carry, block.astype(np.float64) ** 2])
-        end = carry_start + len(squares)
-        last_edge = ((end + 1) * FRAMES_PER_S - 1) // rate  # the last frame edge inside what has been read
-        if last_edge > next_frame:
-            edges = np.arange(next_frame, last_edge + 1) * rate // FRAMES_PER_S - carry_start
-            sums = np.add.reduceat(squares[:edges[-1]], edges[:-1])
-            frames.append((sums / np.diff(edges)).astype(np.float32))
-            squares = squares[edges[-1]:]
-            carry_start += int(edges[-1])
-            next_frame = last_edge
-        carry = squares
-    if len(carry):
-        frames.append(np.array([carry.mean()], dtype=np.float32))
-    energy = np.concatenate(frames) if frames else np.zeros(0, dtype=np.float32)
-    return energy, carry_start + len(carry), rate
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.frames = 0  # whole frames so far
+        self.samples = 0  # samples consumed so far (all of them, once ``grow`` is done)
+        self._parts: list[np.ndarray] = []
+        self._first = 0  # the frame self._parts starts with
+        self._carry = np.zeros(0)
+
+    def grow(self, blocks: Iterator[np.ndarray]) -> Iterator[None]:
+        """Consume ``blocks``, yielding after each one."""
+        carry_start = 0  # index of self._carry[0] in the whole input
+        for block in blocks:
+            squares = np.concatenate([self._carry, block.astype(np.float64) ** 2])
+            end = carry_start + len(squares)
+            last_edge = ((end + 1) * FRAMES_PER_S - 1) // self.rate  # the last frame edge inside what has been read
+            if last_edge > self.frames:
+                edges = np.arange(self.frames, last_edge + 1) * self.rate // FRAMES_PER_S - carry_start
+                sums = np.add.reduceat(squares[:edges[-1]], edges[:-1])
+                self._parts.append((sums / np.diff(edges)).astype(np.float32))
+                squares = squares[edges[-1]:]
+                carry_start += int(edges[-1])
+                self.frames = last_edge
+            self._carry = squares
+            self.samples = carry_start + len(squares)
+            yield
+        if len(self._carry):
+            self._parts.append(np.array([self._carry.mean()], dtype=np.float32))
+            self._carry = np.zeros(0)
+
+    def window(self, first: int, stop: int) -> np.ndarray:
+        """Frames ``[first, stop)`` (none before the last ``forget_before``)."""
+        if first < self._first:
+            raise ValueError(f"frame {first} was dropped (the envelope starts at {self._first})")
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        held = self._parts[0] if self._parts else np.zeros(0, dtype=np.float32)
+        return held[first - self._first:stop - self._first]
+
+    def forget_before(self, frame: int) -> None:
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        if self._parts and frame > self._first:
+            self._parts = [self._parts[0][frame - self._first:].copy()]
+            self._first = frame
+
+
+def _s16le_blocks(path: Path, block_samples: int = 1 << 15) -> Iterator[np.ndarray]:
+    """Raw mono s16le as float32 blocks, the values ffmpeg decodes it to (``x / 32768``); a trailing odd byte, half a
+    sample, is dropped as ffmpeg drops it."""
+    with path.open("rb") as handle:
+        while len(chunk := handle.read(2 * block_samples)) >= 2:
+            whole = len(chunk) // 2 * 2
+            yield np.frombuffer(chunk[:whole], dtype="<i2").astype(np.float32) / np.float32(32768)
 
 
 def _decode_rate(path: Path, info: AudioInfo | None, input_args: Sequence[str]) -> int:

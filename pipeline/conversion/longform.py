@@ -10,7 +10,8 @@ segments would carry codec delay into every join, and the result is encoded only
 The stitch runs while the rest convert: the job's thread takes the segments in order, each as soon as it and every
 one before it is converted (from the service or a checkpoint), and feeds it to one running encoder whose output is
 read back into the output's quality measure. When the last segment returns, only the pieces after the last one in
-order remain to stitch and measure. Each segment is cut just before its request, on the thread that sends it.
+order remain to stitch and measure. The plan is made as the input is decoded, each segment's request starting as
+soon as its end is placed, and each segment is cut just before its request, on the thread that sends it.
 
 Checkpoints for output ``s3://B/K`` live under ``s3://B/K.work/seg-NNNN.<format>`` and are deleted after the commit.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.audio.prepare import content_type_of, to_flac
 from pipeline.audio.probe import AudioInfo
 from pipeline.audio.quality import BLOCK_S, QualityMeter, QualityReport
-from pipeline.audio.segments import Segment, Stitcher, cut_segment, plan_segments
+from pipeline.audio.segments import Segment, Stitcher, cut_segment, iter_segments
 from pipeline.conversion.calls import AttemptRecord, convert_with_retries, expected_output_s
 from pipeline.formats import OUTPUT_FORMATS, PCM_S16LE_16_RATE, OutputFormat
 from pipeline.keys import WORK_SUFFIX, segment_name
@@ -77,22 +79,45 @@ def convert_segmented(ctx: JobContext, job: Job, prepared: Path, out: Path, *, i
     if job.file_format == "other" and prepared.suffix.lower() not in SEEKABLE_SUFFIXES:
         prepared = to_flac(prepared, out.parent / "prepared-for-segments.flac")
     segment_format = OUTPUT_FORMATS[f"pcm_{output_format.sample_rate}"]
-    segments = plan_segments(prepared, max_segment_s=max_segment_s - 2 * OVERLAP_S, input_args=_raw_args(job),
-                             info=info)
+    planned = iter_segments(prepared, max_segment_s=max_segment_s - 2 * OVERLAP_S, input_args=_raw_args(job),
+                            info=info)
     workdir = Path(tempfile.mkdtemp(prefix="segments-", dir=out.parent))
     piece = _Pieces(ctx, job.model_copy(update={"output_format": segment_format.name}), prepared, info=info,
-                    output=output, workdir=workdir, segment_format=segment_format, count=len(segments),
-                    attempts=attempts)
+                    output=output, workdir=workdir, segment_format=segment_format, attempts=attempts)
     meter = QualityMeter(output_format) if measure else None
-    with ThreadPoolExecutor(max_workers=max(1, ctx.calls.settings.segment_workers)) as pool, \
-            _stitcher(segments, segment_format, output_format, out, job, meter) as stitcher:
-        pending = [pool.submit(tracing.carried(piece.convert), segment) for segment in segments]
-        for future in pending:  # in segment order, each as soon as it and those before it are converted
-            converted = future.result()
-            stitcher.add(converted)
-            converted.unlink()
+    with ThreadPoolExecutor(max_workers=max(1, ctx.calls.settings.segment_workers)) as pool:
+        segments: list[Segment] = []
+        pending = []
+        try:
+            for item in _with_last(planned):  # each request starts as soon as its segment is planned
+                segments.append(item.segment)
+                pending.append(pool.submit(tracing.carried(piece.convert), item))
+        except BaseException:
+            for future in pending:  # a plan that fails half-way starts no further request
+                future.cancel()
+            raise
+        with _stitcher(segments, segment_format, output_format, out, job, meter) as stitcher:
+            for future in pending:  # in segment order, each as soon as it and those before it are converted
+                converted = future.result()
+                stitcher.add(converted)
+                converted.unlink()
     quality = meter.report(input_duration_s=expected_output_s(job, info.duration_s)) if meter else None
-    return Segmented(records=piece.records, quality=quality)
+    return Segmented(records=[piece.records[segment.index] for segment in segments], quality=quality)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    segment: Segment
+    last: bool
+
+
+def _with_last(segments: Iterator[Segment]) -> Iterator[_Planned]:
+    """Each segment once the next is planned (or the plan is over), so that it is known whether it is the last."""
+    previous = next(segments)
+    for segment in segments:
+        yield _Planned(previous, last=False)
+        previous = segment
+    yield _Planned(previous, last=True)
 
 
 def _stitcher(segments: list[Segment], segment_format: OutputFormat, output_format: OutputFormat, out: Path,
@@ -106,14 +131,15 @@ class _Pieces:
     """One segment to its converted piece on disk: from its checkpoint, or cut, converted and checkpointed."""
 
     def __init__(self, ctx: JobContext, segment_job: Job, prepared: Path, *, info: AudioInfo, output: S3Uri,
-                 workdir: Path, segment_format: OutputFormat, count: int, attempts: list[AttemptRecord]) -> None:
+                 workdir: Path, segment_format: OutputFormat, attempts: list[AttemptRecord]) -> None:
         self.ctx, self.job, self.prepared, self.info = ctx, segment_job, prepared, info
-        self.workdir, self.segment_format, self.count, self.attempts = workdir, segment_format, count, attempts
+        self.workdir, self.segment_format, self.attempts = workdir, segment_format, attempts
         self.prefix = work_prefix(output)
         self.done = {item.uri.key for item in ctx.storage.list(self.prefix.bucket, self.prefix.key)}
-        self.records: list[dict[str, Any]] = [{} for _ in range(count)]
+        self.records: dict[int, dict[str, Any]] = {}  # by segment index
 
-    def convert(self, segment: Segment) -> Path:
+    def convert(self, planned: _Planned) -> Path:
+        segment = planned.segment
         name = segment_name(segment.index, self.segment_format.name)
         checkpoint = S3Uri(self.prefix.bucket, self.prefix.key + name)
         converted = self.workdir / name
@@ -129,7 +155,7 @@ class _Pieces:
             seg_attempts: list[AttemptRecord] = []
             try:
                 conversion = convert_with_retries(
-                    self.ctx.calls, self.job, piece, converted, input_s=_piece_seconds(segment, self.count),
+                    self.ctx.calls, self.job, piece, converted, input_s=_piece_seconds(segment, planned.last),
                     audio_content_type=content_type_of(piece), segment=segment.index, attempts=seg_attempts)
             finally:
                 self.attempts.extend(seg_attempts)
@@ -142,8 +168,8 @@ class _Pieces:
         return converted
 
 
-def _piece_seconds(segment: Segment, count: int) -> float:
-    inner_edges = (segment.index > 0) + (segment.index < count - 1)
+def _piece_seconds(segment: Segment, last: bool) -> float:
+    inner_edges = (segment.index > 0) + (not last)
     return segment.end_s - segment.start_s + inner_edges * OVERLAP_S
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio import ffmpeg as ffmpeg_boundary
+from pipeline.audio import segments as segments_module
 from pipeline.audio.decode import duration_s
 from pipeline.audio.ffmpeg import FFMPEG, FFPROBE
 from pipeline.audio.prepare import to_flac
 from pipeline.audio.probe import probe
-from pipeline.audio.segments import Segment, cut_segment, plan_segments, stitch
+from pipeline.audio.segments import Segment, cut_segment, iter_segments, plan_segments, stitch
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.local.samples import write_speech_like
 from tests.audio.helpers import decoded, ffmpeg
@@ -82,6 +84,25 @@ def test_every_segment_fits_and_the_plan_covers_the_input_exactly(plan: list[Seg
     assert all(abs(c * 50 - round(c * 50)) < 1e-9 for c in cuts)  # the 20 ms grid
     # searched in the last quarter of the allowed length
     assert all(s.duration_s >= 0.75 * MAX_S for s in plan[:-1])
+
+
+def test_segments_are_planned_while_the_input_is_still_being_decoded(long_input: Path, plan: list[Segment],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[int] = []
+    real = segments_module.pcm_stream
+
+    def counted(*args: object, **kwargs: object) -> Iterator[np.ndarray]:
+        for block in real(*args, **kwargs):  # type: ignore[arg-type]
+            decoded.append(len(block))
+            yield block
+
+    monkeypatch.setattr(segments_module, "pcm_stream", counted)
+    seen = [(segment, sum(decoded) / RATE) for segment in iter_segments(long_input, max_segment_s=MAX_S)]
+    assert [segment for segment, _ in seen] == plan
+    first, decoded_s = seen[0]
+    assert decoded_s <= MAX_S + 1.2 + 10.0 < LONG_S / 10  # a window, a second and a smoothing past it, one block
+    for segment, decoded_s in seen[:-2]:  # each but the last few as soon as its window had been decoded
+        assert decoded_s <= segment.start_s + MAX_S + 1.2 + 10.0
 
 
 def test_every_cut_lies_in_a_pause(long_input: Path, plan: list[Segment]) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from pipeline.audio import segments as segments_module
 from pipeline.audio.probe import AudioInfo, probe
 from pipeline.audio.quality import measure
 from pipeline.audio.segments import Stitcher, plan_segments, stitch
@@ -53,6 +55,8 @@ class FakeService:
 
     def __call__(self, _ctx: Any, _job: Job, audio: Path, out: Path, *, input_s: float, audio_content_type: str,
                  segment: int, attempts: list[AttemptRecord]) -> Conversion:
+        with self._lock:
+            self.events.append(("requested", segment))
         time.sleep(self.delays_s.get(segment, 0.0))
         attempts.append(AttemptRecord(n=1, started_at="2026-12-02T00:00:00+00:00", segment=segment, outcome="ok",
                                       request_id=f"req-{segment}"))
@@ -152,3 +156,24 @@ def test_a_job_that_died_half_way_converts_only_what_is_missing(
     (tmp_path / "straight").mkdir()
     fresh, _ = run(tmp_path / "straight", memory_storage("outputs"), straight, source, monkeypatch)
     assert out.read_bytes() == fresh.read_bytes()
+
+
+def test_the_first_request_starts_while_the_rest_of_the_input_is_still_being_planned(
+        tmp_path: Path, source: tuple[Path, AudioInfo], monkeypatch: pytest.MonkeyPatch) -> None:
+    service = FakeService(tmp_path)
+    real_decode, real_plan = segments_module.pcm_stream, longform.iter_segments
+
+    def slow_decode(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for block in real_decode(*args, **kwargs):  # 10 s blocks: the 130 s input takes 13 x 0.3 s to plan
+            time.sleep(0.3)
+            yield block
+
+    def recorded_plan(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        yield from real_plan(*args, **kwargs)
+        service.events.append(("planned", -1))
+
+    monkeypatch.setattr(segments_module, "pcm_stream", slow_decode)
+    monkeypatch.setattr(longform, "iter_segments", recorded_plan)
+    _, made = run(tmp_path, memory_storage("outputs"), service, source, monkeypatch)
+    assert service.events.index(("requested", 0)) < service.events.index(("planned", -1))
+    assert len(made.records) == 5 and made.quality is not None and made.quality.drift_ms == 0.0
