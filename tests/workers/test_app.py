@@ -27,7 +27,7 @@ def test_threads_gets_neither_since_a_thread_cannot_be_interrupted_or_replaced()
 
 def test_the_pool_defaults_to_the_setting() -> None:
     assert create_app(Settings(worker_pool="threads")).conf.task_time_limit is None
-    assert create_app(Settings()).conf.task_time_limit == Settings().task_time_limit_s
+    assert create_app(Settings(worker_pool="prefork", task_time_limit_s=60.5)).conf.task_time_limit == 60.5
 
 
 def test_jobs_starting_at_once_on_threads_share_one_context(monkeypatch: pytest.MonkeyPatch) -> None:
