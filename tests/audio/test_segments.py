@@ -15,7 +15,7 @@ from pipeline.audio.decode import duration_s
 from pipeline.audio.ffmpeg import FFMPEG, FFPROBE
 from pipeline.audio.prepare import to_flac
 from pipeline.audio.probe import probe
-from pipeline.audio.segments import Segment, cut_segment, iter_segments, plan_segments, stitch
+from pipeline.audio.segments import Segment, Stitcher, cut_segment, iter_segments, plan_segments, stitch
 from pipeline.formats import OUTPUT_FORMATS
 from pipeline.local.samples import write_speech_like
 from tests.audio.helpers import decoded, ffmpeg
@@ -145,6 +145,38 @@ def test_pieces_returned_as_mp3_stitch_to_the_exact_length_without_clicks(
     joins = [round(s.end_s * fmt.sample_rate) for s in segments[:-1]]
     near, elsewhere = max_jumps(y, joins, half_window=round(0.1 * fmt.sample_rate))
     assert near <= elsewhere
+
+
+@pytest.mark.parametrize("name", ["mp3_44100_128", "mp3_22050_32", "mp3_24000_48", "opus_48000_64", "ulaw_8000",
+                                  "pcm_16000"])
+def test_the_output_read_back_while_it_is_encoded_is_its_decode(
+        mp3_pieces: tuple[list[Path], list[Segment]], tmp_path: Path, name: str) -> None:
+    converted, segments = mp3_pieces
+    fmt = OUTPUT_FORMATS[name]
+    blocks: list[np.ndarray] = []
+    out = tmp_path / f"out.{fmt.extension}"
+    with Stitcher(segments, segment_format=MP3, output_format=fmt, out=out, crossfade_s=OVERLAP_S,
+                  on_output=lambda block: blocks.append(block.copy()), output_block_s=2.0) as stitcher:
+        for piece in converted:
+            stitcher.add(piece)
+    read_back = np.concatenate(blocks)
+    assert np.array_equal(read_back, decoded(out, sample_rate=fmt.sample_rate, input_args=fmt.ffmpeg_input_args()))
+    assert len(read_back) == round(SHORT_S * fmt.sample_rate)
+    assert {len(block) for block in blocks[:-1]} == {2 * fmt.sample_rate}  # measure's own blocks
+
+
+def test_a_failing_reader_of_the_output_fails_the_stitch(mp3_pieces: tuple[list[Path], list[Segment]],
+                                                         tmp_path: Path) -> None:
+    converted, segments = mp3_pieces
+
+    def refuse(_block: np.ndarray) -> None:
+        raise RuntimeError("the measure broke")
+
+    with pytest.raises(RuntimeError, match="the measure broke"), \
+            Stitcher(segments, segment_format=MP3, output_format=MP3, out=tmp_path / "out.mp3",
+                     on_output=refuse) as stitcher:
+        for piece in converted:
+            stitcher.add(piece)
 
 
 @pytest.mark.parametrize("kind", ["wav", "flac", "raw", "mp3"])
