@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, pool: str | None = None) -> Cel
         worker_hijack_root_logger=True,
         sts_heartbeat_interval_s=settings.heartbeat_interval_s,
         sts_heartbeat_file=settings.heartbeat_file,  # touched by the heartbeat for probes (pipeline.ops.alive)
+        sts_worker_pool=pool,  # workers/tasks.py builds the clients where the jobs will run, before the first one
         **_pool_conf(settings, pool),
     )
     app.steps["consumer"].add(VisibilityHeartbeat)

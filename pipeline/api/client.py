@@ -72,6 +72,11 @@ def _kept_headers(headers: httpx.Headers) -> dict[str, str]:
     return {name: headers[name][:HEADER_VALUE_LIMIT] for name in RECORDED_HEADERS if name in headers}
 
 
+#: no connection cap of its own: the shared limiter decides how many requests are in flight, and httpx's default of
+#: 100 would make a threads worker's 101st job wait out the pool timeout; idle connections kept for a cap of 64
+LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+
+
 class StsClient:
     """One httpx client for one API base URL and key.
 
@@ -90,7 +95,7 @@ class StsClient:
         self._deadline_base_s = deadline_base_s
         self._deadline_per_input_s = deadline_per_input_s
         timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=write_timeout_s, pool=30.0)
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport,
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport, limits=LIMITS,
                                   headers={"xi-api-key": api_key, "user-agent": f"sts-pipeline/{__version__}"})
 
     @classmethod
