@@ -98,55 +98,11 @@ class QualityReport:
 def measure(output: Path, *, output_format: OutputFormat, input_duration_s: float,
             thresholds: QualityThresholds = QualityThresholds()) -> QualityReport:
     """Measure ``output`` (a file in ``output_format``) against the duration it should have."""
-    rate = output_format.sample_rate
-    analysis_rate = min(rate, ANALYSIS_MAX_RATE)
-    resampler = soxr.ResampleStream(rate, analysis_rate, 1, dtype="float32") if analysis_rate != rate else None
-    k_weighting = _k_weighting(analysis_rate)
-    filter_state = np.zeros((k_weighting.shape[0], 2))
-    frames = _WindowSums(round(FRAME_S * analysis_rate))
-    subblocks = _WindowSums(round(SUBBLOCK_S * analysis_rate))
-    samples = 0
-    peak = 0.0
-    clipped = 0
+    meter = QualityMeter(output_format)
     expected_s = max(input_duration_s, nominal_seconds(output, output_format) or 0.0)
     for block in output_blocks(output, output_format, block_s=BLOCK_S, expected_s=expected_s):
-        samples += len(block)
-        peak = max(peak, float(block.max()), -float(block.min()))
-        clipped += int(np.count_nonzero(block >= FULL_SCALE)) + int(np.count_nonzero(block <= -FULL_SCALE))
-        low = resampler.resample_chunk(block) if resampler else block
-        frames.add(np.square(low, dtype=np.float64))
-        if len(low):  # a short last block can resample to nothing, and sosfilt refuses an empty array
-            weighted, filter_state = scipy.signal.sosfilt(k_weighting, low, zi=filter_state)
-            subblocks.add(np.square(weighted))
-    if resampler:
-        low = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-        frames.add(np.square(low, dtype=np.float64))
-        if len(low):
-            subblocks.add(np.square(scipy.signal.sosfilt(k_weighting, low, zi=filter_state)[0]))
-    duration_out_s = samples / rate
-    peak_dbfs = _db(peak * peak)
-    leading_s, trailing_s = _silences(frames.means(), duration_out_s,
-                                      max(peak_dbfs - thresholds.silence_below_peak_db, thresholds.silence_floor_dbfs))
-    lufs = _gated_loudness(subblocks.means())
-    drift_ms = 1000.0 * (duration_out_s - input_duration_s)
-    flags = []
-    if abs(drift_ms) > thresholds.max_drift_ms + thresholds.drift_allowance_ms(output_format):
-        flags.append("duration_drift")
-    if clipped > thresholds.max_clipped_samples:
-        flags.append("clipping")
-    if lufs is None:
-        flags.append("silent")
-    elif lufs < thresholds.min_lufs:
-        flags.append("too_quiet")
-    elif lufs > thresholds.max_lufs:
-        flags.append("too_loud")
-    if leading_s > thresholds.max_leading_silence_s:
-        flags.append("long_leading_silence")
-    if trailing_s > thresholds.max_trailing_silence_s:
-        flags.append("long_trailing_silence")
-    return QualityReport(duration_in_s=input_duration_s, duration_out_s=duration_out_s, drift_ms=drift_ms, lufs=lufs,
-                         peak_dbfs=peak_dbfs, clipped_samples=clipped, leading_silence_s=leading_s,
-                         trailing_silence_s=trailing_s, flags=tuple(flags))
+        meter.add(block)
+    return meter.report(input_duration_s=input_duration_s, thresholds=thresholds)
 
 
 def _k_weighting(rate: int) -> np.ndarray:
@@ -200,9 +156,9 @@ def _db(power: float) -> float:
 
 
 class QualityMeter:
-    """``measure`` for samples handed over as they are made (a stitched output read back while it is encoded): the
-    same figures and flags, from mono float32 blocks at ``output_format``'s rate. Fed ``measure``'s blocks (the
-    output's decode in ``BLOCK_S`` blocks), its report is ``measure``'s own; memory is that of ``measure``.
+    """The quality figures and flags of mono float32 blocks at ``output_format``'s rate, taken as they come:
+    ``measure`` feeds it a file's decode in ``BLOCK_S`` blocks, a stitched output feeds it the samples it reads back
+    while they are encoded (``pipeline.audio.segments``). Memory: the running sums, not the audio.
     """
 
     def __init__(self, output_format: OutputFormat) -> None:
