@@ -8,10 +8,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pipeline.errors import register_secret
+from pipeline.errors import ConfigError, register_secret
 
 DEFAULT_API_BASE_URL = "https://api.elevenlabs.io"
 
@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     ffmpeg_timeout_ceiling_s: float = 3600.0
     allowed_input_buckets: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated; empty = any
     allowed_output_buckets: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    max_segment_seconds: float = 300.0
+    #: at least 4 s: the planner needs three of its shortest segments and the overlap in one (pipeline.audio.segments)
+    max_segment_seconds: float = Field(default=300.0, ge=4.0)
     segment_workers: int = 4  # segments of one long input converted at once (still under the shared cap)
 
     # --- spend
@@ -120,7 +121,17 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once. The API key is registered for redaction."""
-    settings = Settings()
+    """The process's settings, read once. The API key is registered for redaction. A value that does not parse is a
+    ``ConfigError`` naming each variable and what it needs (never the value: it may be a secret)."""
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        problems = "; ".join(f"{_variable(problem['loc'])}: {problem['msg']}" for problem in error.errors())
+        raise ConfigError(f"settings from the environment do not parse: {problems}") from None
     register_secret(settings.api_key_value())
     return settings
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    name = str(loc[0]) if loc else "?"
+    return name if name.isupper() else f"STS_{name.upper()}"
