@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from pipeline.local.lane import Lane
 from pipeline.local.services import LocalStack
 from tests.support import VOICES, lane, queued, sts_stats, wait_until, write_input, write_jsonl
 
@@ -52,6 +53,10 @@ def _records(s3, bucket: str) -> Counter[str]:  # type: ignore[no-untyped-def]
 
 def _exists(s3, bucket: str, key: str) -> bool:  # type: ignore[no-untyped-def]
     return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount"))
+
+
+def _logs(test_lane: Lane) -> str:
+    return "".join(w.log_path.read_text() for w in test_lane.workers)
 
 
 def _check_result_files(s3, bucket: str, succeeded: int) -> None:  # type: ignore[no-untyped-def]
@@ -91,7 +96,9 @@ def test_cancel_after_five_succeeded_starts_nothing_more_and_reconciles_without_
         wait_until(lambda: sum(_records(s3, bucket).values()) == JOBS, 120, "every job to end with a record")
         wait_until(lambda: sts_stats(slow_sts)["in_flight"] == 0, 30, "the requests in flight to end")
         wait_until(lambda: _exists(s3, bucket, "runs/cancel-run/results.jsonl"), 60, "the run's result files")
-        log = "".join(w.log_path.read_text() for w in test_lane.workers)
+        # the finisher logs once its files are written: give its line a moment to reach the log after the upload
+        wait_until(lambda: "run cancel-run finished: wrote" in _logs(test_lane), 10, "the finisher's log line")
+        log = _logs(test_lane)
         status = test_lane.cli("status", "cancel-run")
         live = _reconciled(test_lane, "cancel-run")
         test_lane.close()
