@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -65,3 +66,16 @@ def redis_client(stack: LocalStack) -> Iterator[redis.Redis]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """The tracer's spans, kept in memory for the test (OpenTelemetry is imported only by the tests that ask)."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from pipeline.ops import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.trace_to(exporter)
+    yield exporter
+    tracing.stop()

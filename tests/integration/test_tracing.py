@@ -69,14 +69,6 @@ def receiver() -> Iterator[OtlpReceiver]:
     got.server.shutdown()
 
 
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tracing.trace_to(exporter)
-    yield exporter
-    tracing.stop()
-
-
 def _values(span: Any) -> dict[str, Any]:
     """An OTLP span's attributes as a dict of plain values."""
     return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +93,6 @@ def test_console_exporter_prints_the_spans() -> None:
     for name in (tracing.REQUEST_SPAN, tracing.SUBMIT_SPAN, tracing.JOB_SPAN):
         assert done.stdout.count(f'"name": "{name}"') == 2, done.stdout[-3000:]
     assert '"service.name": "sts-unit"' in done.stdout
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tracing.trace_to(exporter)
-    yield exporter
-    tracing.stop()
 
 
 def _attributes(exporter: InMemorySpanExporter) -> list[dict[str, Any]]:
