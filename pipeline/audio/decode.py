@@ -62,8 +62,8 @@ def output_duration_s(path: Path, fmt: OutputFormat) -> float:
     """The length of an output in ``fmt``, counted as ``quality.measure`` counts it (samples at ``fmt``'s rate).
 
     For a check on every attempt that needs only the length: no ffprobe, none of the loudness work, and no process
-    at all where ``native.output_samples`` counts it (headerless: the byte count; mp3: an in-process decode; opus:
-    the last Ogg page). ``InputError`` for a file that is not audio in ``fmt``.
+    at all where ``native.output_samples`` counts it (headerless: the byte count; mp3: its frames, no decode;
+    opus: the last Ogg page). ``InputError`` for a file that is not audio in ``fmt``.
     """
     samples = native.output_samples(path, fmt)
     if samples is None:

@@ -12,7 +12,8 @@ records stay the pipeline's own:
 - **FLAC inputs** are probed here (STREAMINFO) and counted by ffmpeg: libsndfile reads no further than STREAMINFO's
   total-samples claim (a FLAC that claims 2 s and holds 90 s decodes to 2.0 s) and fails on one without a claim, so
   it cannot give the count, independent of the header, that the length limit and the bill rest on.
-- **mp3 outputs** are decoded here (the length check and the quality measure) when mono at the format's rate.
+- **mp3 outputs** are read here when mono at the format's rate: the length check of every attempt counts frames
+  (no decode), and the quality measure, once on the final output, decodes.
   libsndfile (mpg123) stops at its own idea of the length, a Xing header's frame count or, without one, an estimate
   from the first frame's bitrate that a VBR file outruns; so the MPEG frames are walked first (headers only), and a
   file whose frames hold more than libsndfile would read goes to ffmpeg. A decode that libsndfile gives up part-way
@@ -64,6 +65,8 @@ MP3_GAPLESS_FRAMES = 3
 MP3_MAX_FRAME_SAMPLES = 1152
 _WALK_CHUNK = 1 << 16
 _MAX_MPEG_FRAME_BYTES = 4096
+_ID3V1_BYTES = 128
+_MPEG_HEADER_READ = 7  # the bytes sniff.mpeg_frame needs to see at a frame's start
 _OGG_PAGE_HEADER_BYTES = 27
 OPUS_RATE = 48000
 
@@ -118,8 +121,8 @@ def count_wav_s(path: Path, *, stop_s: float | None) -> float | None:
 
 
 def output_samples(path: Path, fmt: OutputFormat) -> int | None:
-    """Samples an output in ``fmt`` holds at ``fmt``'s rate, counted here: by its size (headerless), by decoding it
-    (mp3), by its last Ogg page (opus); None when ffmpeg must count them.
+    """Samples an output in ``fmt`` holds at ``fmt``'s rate, counted here without decoding: by its size (headerless),
+    by its MPEG frames and libsndfile's length (mp3), by its last Ogg page (opus); None when ffmpeg must count them.
 
     ``InputError`` as ``ffmpeg.check_input`` raises it (text declared as raw samples, a body that is no audio).
     """
@@ -128,16 +131,7 @@ def output_samples(path: Path, fmt: OutputFormat) -> int | None:
         return path.stat().st_size // _width(fmt)
     if fmt.codec == "opus":
         return _opus_samples(path) if demuxer == "ogg" and fmt.sample_rate == OPUS_RATE else None
-    if demuxer != "mp3" or not _mp3_readable(path, fmt):
-        return None
-    samples = 0
-    try:
-        with sf.SoundFile(str(path)) as handle:
-            while samples < handle.frames and (got := len(handle.read(BLOCK_FRAMES, dtype="float32"))):
-                samples += got
-    except sf.SoundFileError:
-        return None
-    return samples
+    return _mp3_samples(path, fmt) if demuxer == "mp3" else None
 
 
 def output_blocks(path: Path, fmt: OutputFormat, *, block_samples: int,
@@ -151,7 +145,7 @@ def output_blocks(path: Path, fmt: OutputFormat, *, block_samples: int,
     demuxer = check_input(path, input_args=fmt.ffmpeg_input_args())
     if fmt.headerless:
         return _raw_blocks(path, fmt, block_samples)
-    if fmt.codec != "mp3" or demuxer != "mp3" or not _mp3_readable(path, fmt):
+    if fmt.codec != "mp3" or demuxer != "mp3" or _mp3(path, fmt) is None:
         return None
     return _mp3_blocks(path, block_samples, resume)
 
@@ -233,12 +227,33 @@ def _raw_blocks(path: Path, fmt: OutputFormat, block_samples: int) -> Iterator[n
                 yield block
 
 
-def _mp3_readable(path: Path, fmt: OutputFormat) -> bool:
-    """libsndfile opens the mp3, it is mono at ``fmt``'s rate, and libsndfile's length covers its frames."""
+@dataclass(frozen=True)
+class _Mp3:
+    """An mp3 as libsndfile and the MPEG frame headers see it."""
+
+    frames: int  # libsndfile's length
+    walked: int  # samples in the frames walked from the start (``_mpeg_frames``)
+    to_the_end: bool  # the frames run to the end of the file (or to an ID3v1 tag there)
+
+
+def _mp3(path: Path, fmt: OutputFormat) -> _Mp3 | None:
+    """The mp3 as libsndfile reads it, when it reads it whole: mono at ``fmt``'s rate, with a length that covers the
+    MPEG frames walked; None otherwise (ffmpeg then reads it)."""
     with _opened(path) as handle:
         if handle is None or handle.channels != 1 or handle.samplerate != fmt.sample_rate:
-            return False
-        return handle.frames + MP3_GAPLESS_FRAMES * MP3_MAX_FRAME_SAMPLES >= _mpeg_frame_samples(path)
+            return None
+        walked, to_the_end = _mpeg_frames(path)
+        if handle.frames + MP3_GAPLESS_FRAMES * MP3_MAX_FRAME_SAMPLES < walked:
+            return None
+        return _Mp3(handle.frames, walked, to_the_end)
+
+
+def _mp3_samples(path: Path, fmt: OutputFormat) -> int | None:
+    """An mp3's length without decoding it, for one whose frames run unbroken to its end: libsndfile's length, or
+    the frames' where a header claims more than the file holds (a stream cut short). None for a file damaged
+    part-way: ffmpeg counts it, resyncing past the damage as the measure's decode does."""
+    mp3 = _mp3(path, fmt)
+    return min(mp3.frames, mp3.walked) if mp3 is not None and mp3.to_the_end else None
 
 
 def _mp3_blocks(path: Path, block_samples: int,
@@ -257,19 +272,29 @@ def _mp3_blocks(path: Path, block_samples: int,
     yield from resume(handed)
 
 
-def _mpeg_frame_samples(path: Path) -> int:
+def _mpeg_frames(path: Path) -> tuple[int, bool]:
     """Samples in the MPEG audio frames that follow one another from the start (after an ID3v2 tag) up to the first
-    thing that is not one: what a decoder gives, plus the Xing frame and the gapless delay and padding it drops."""
+    thing that is not one (what a decoder gives, plus the Xing frame and the gapless delay and padding it drops), and
+    whether that is the end of the file (or an ID3v1 tag there, or a last frame cut short)."""
     samples = 0
+    frames: dict[bytes, tuple[int, int] | None] = {}  # a frame's size is its header's first 3 bytes' function
     with path.open("rb") as handle:
         handle.seek(id3_size(handle.read(10)))
         buffer, at = b"", 0
         while True:
             if len(buffer) - at < _MAX_MPEG_FRAME_BYTES:
                 buffer, at = buffer[at:] + handle.read(_WALK_CHUNK), 0
-            frame = mpeg_frame(buffer, at)
-            if frame is None or frame[0] <= 0 or at + frame[0] > len(buffer):
-                return samples
+            remaining = len(buffer) - at  # all there is to the end, once under _MAX_MPEG_FRAME_BYTES
+            if remaining < _MPEG_HEADER_READ:
+                return samples, remaining == 0
+            header = buffer[at:at + 3]
+            if header not in frames:
+                frames[header] = mpeg_frame(buffer, at)
+            frame = frames[header]
+            if frame is None or frame[0] <= 0:
+                return samples, remaining == _ID3V1_BYTES and buffer.startswith(b"TAG", at)
+            if frame[0] > remaining:  # a stream cut inside its last frame: a decoder drops that frame
+                return samples, True
             samples += frame[1]
             at += frame[0]
 

@@ -241,7 +241,7 @@ def _reserved(ctx: CallContext, estimate: float) -> Iterator[Any]:
 
 def _checked_length(job: Job, out: Path, input_s: float, result: CallResult) -> float:
     """The output's length, cheap enough for every attempt (``decode.output_duration_s``: the byte count of a
-    headerless format, an in-process decode of an mp3, the last Ogg page of an opus; ffmpeg's decode of anything
+    headerless format, an mp3's frames, the last Ogg page of an opus; ffmpeg's decode of anything
     else); ``TransientError(cut_stream)`` when it is clearly short of the input's, and
     ``TransientError(wrong_format)`` when it does not decode as the requested format at all (the service's fault, not
     the input's: retried, and what it billed stays in the attempt record)."""

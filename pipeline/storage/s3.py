@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,8 @@ from pipeline.s3uri import S3Uri
 
 CHUNK_BYTES = 1024 * 1024
 SHA256_META = "sha256"  # user metadata key under which uploads record their content hash
+#: how long a bucket seen to exist is taken to exist without another HEAD (``Storage.bucket_exists``)
+BUCKET_SEEN_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,10 @@ class ObjectInfo:
     last_modified: datetime | None = None
     content_type: str | None = None
     sha256: str | None = None  # from our own upload metadata, when present
+
+
+def _too_large(uri: S3Uri, size: int, max_bytes: int) -> InputError:
+    return InputError(f"input {uri} is {size} bytes, over STS_MAX_INPUT_BYTES={max_bytes}", reason="too_large")
 
 
 def _status(error: ClientError) -> int:
@@ -49,6 +56,7 @@ class Storage:
 
     def __init__(self, client: Any) -> None:
         self._s3 = client
+        self._buckets_seen: dict[str, float] = {}  # bucket -> when it was last seen to exist (monotonic)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Storage:
@@ -95,7 +103,14 @@ class Storage:
         return info
 
     def bucket_exists(self, bucket: str) -> bool:
-        """True if the bucket exists (and we may see it); HEAD of an object cannot tell a missing bucket apart."""
+        """True if the bucket exists (and we may see it); HEAD of an object cannot tell a missing bucket apart.
+
+        A bucket seen to exist is not asked about again for ``BUCKET_SEEN_S`` (a worker's jobs share one output
+        bucket: one HEAD for them, not one each); a missing one is asked about every time.
+        """
+        seen = self._buckets_seen.get(bucket)
+        if seen is not None and time.monotonic() - seen < BUCKET_SEEN_S:
+            return True
         try:
             self._s3.head_bucket(Bucket=bucket)
         except ClientError as error:
@@ -104,29 +119,44 @@ class Storage:
             raise self._translate(error, S3Uri(bucket, "")) from None
         except (BotoCoreError, EndpointConnectionError) as error:
             raise StorageUnavailableError(f"S3 did not answer for bucket {bucket!r}: {type(error).__name__}") from None
+        self._buckets_seen[bucket] = time.monotonic()
         return True
 
-    def download(self, uri: S3Uri, dest: Path) -> tuple[ObjectInfo, str]:
-        """Stream the object to ``dest``; return its info and the SHA-256 of what was written."""
+    def download(self, uri: S3Uri, dest: Path, *, max_bytes: int | None = None) -> tuple[ObjectInfo, str]:
+        """Stream the object to ``dest``; return its info and the SHA-256 of what was written.
+
+        With ``max_bytes``, an object over it is ``InputError(too_large)``: refused on the GET's Content-Length before
+        a byte is read, and again should the body run past it (one GET, no HEAD before it).
+        """
         try:
             response = self._s3.get_object(Bucket=uri.bucket, Key=uri.key)
         except ClientError as error:
             if _code(error) in ("NoSuchKey", "404"):
-                raise InputError(f"input {uri} does not exist", reason="missing_input") from None
+                raise InputError(f"input {uri} does not exist: check the manifest line's URI",
+                                 reason="missing_input") from None
             if _code(error) == "NoSuchBucket":
-                raise InputError(f"bucket {uri.bucket!r} does not exist", reason="missing_bucket") from None
+                raise InputError(f"bucket {uri.bucket!r} of input {uri} does not exist",
+                                 reason="missing_bucket") from None
             raise self._translate(error, uri) from None
         except (BotoCoreError, EndpointConnectionError) as error:
             raise StorageUnavailableError(f"S3 did not answer for {uri}: {type(error).__name__}") from None
-        digest = hashlib.sha256()
+        body, size = response["Body"], int(response["ContentLength"])
+        if max_bytes is not None and size > max_bytes:
+            body.close()
+            raise _too_large(uri, size, max_bytes)
+        digest, written = hashlib.sha256(), 0
         try:
             with open(dest, "wb") as out:
-                for chunk in response["Body"].iter_chunks(CHUNK_BYTES):
+                for chunk in body.iter_chunks(CHUNK_BYTES):
+                    written += len(chunk)
+                    if max_bytes is not None and written > max_bytes:
+                        body.close()
+                        raise _too_large(uri, written, max_bytes)
                     digest.update(chunk)
                     out.write(chunk)
         except (BotoCoreError, OSError) as error:
             raise StorageUnavailableError(f"download of {uri} broke off: {type(error).__name__}") from None
-        info = ObjectInfo(uri, int(response["ContentLength"]), str(response.get("ETag", "")).strip('"'),
+        info = ObjectInfo(uri, size, str(response.get("ETag", "")).strip('"'),
                           response.get("LastModified"), response.get("ContentType"))
         return info, digest.hexdigest()
 

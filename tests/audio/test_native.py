@@ -236,3 +236,30 @@ def test_output_blocks_hold_the_whole_output_in_blocks_of_the_size_asked(outputs
         assert [len(b) for b in blocks[:-1]] == [size] * (len(blocks) - 1) and 0 < len(blocks[-1]) <= size, name
         assert np.concatenate(blocks).dtype == np.float32
         assert sum(len(b) for b in blocks) == round(output_duration_s(outputs[name], fmt) * fmt.sample_rate), name
+
+
+@pytest.mark.parametrize("name", ["mp3", "mp3_stream", "mp3_cut", "mp3_22050"])
+def test_an_mp3_length_is_counted_from_its_frames_without_a_decode(outputs: dict[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   name: str) -> None:
+    fmt = OUTPUT_FORMATS[OUTPUT_CASES[name]]
+    with monkeypatch.context() as patched:
+        patched.setattr(sf.SoundFile, "read", lambda *args, **kwargs: pytest.fail("the length check decoded"))
+        seen = record_argvs(patched)
+        here = output_duration_s(outputs[name], fmt)
+    assert seen == []
+    decoded_s = sum(map(len, output_blocks(outputs[name], fmt, block_s=0.5))) / fmt.sample_rate  # the measure's
+    # a cut file's frames also hold what a decoder drops (the Xing frame, the encoder's delay): 3 frames at most
+    slack = native.MP3_GAPLESS_FRAMES if name == "mp3_cut" else 1.01
+    assert here == pytest.approx(decoded_s, abs=slack * native.MP3_MAX_FRAME_SAMPLES / fmt.sample_rate)
+
+
+def test_an_mp3_damaged_part_way_is_counted_by_ffmpeg_as_the_measure_decodes_it(outputs: dict[str, Path],
+                                                                                tmp_path: Path) -> None:
+    data = bytearray(outputs["mp3"].read_bytes())
+    data[len(data) // 3:len(data) // 3 + 500] = bytes(500)  # the frames stop a third of the way in
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(bytes(data))
+    fmt = OUTPUT_FORMATS["mp3_44100_128"]
+    assert native.output_samples(damaged, fmt) is None  # left to ffmpeg: a frame walk would stop at the damage
+    assert output_duration_s(damaged, fmt) > SECONDS * 0.9
