@@ -35,6 +35,10 @@ __all__ = ["Lease", "Limiter", "LimiterConfig", "key_id_for"]
 STATE_TTL_S = 7 * 24 * 3600
 #: the multiplicative decrease applied to the effective cap after a concurrency 429 at the cap
 DECREASE_FACTOR = 0.5
+#: release tokens kept for waiters (``Limiter._release``): beyond this nobody was waiting for them
+FREED_TOKENS_KEPT = 16
+#: the most a waiter adds to the end of a cool-down or rpm wait, so that the waiting workers do not all ask at once
+WAKE_JITTER_S = 0.05
 
 # Shared Lua prelude. Not a script by itself: it is prepended to the scripts below so that they all compute the
 # effective cap the same way.
@@ -96,6 +100,20 @@ end
 redis.call('ZADD', KEYS[1], now + lease_ms, ARGV[1])
 extend_ttl(KEYS[1], 2 * lease_ms)
 return {1, 'ok', cap, in_flight + 1, now}
+"""
+
+# Give a slot back and wake one waiter: a token on the freed LIST, which a waiting worker BLPOPs (only a lease that
+# was still held wakes anyone; the list is trimmed, so tokens nobody waited for cannot pile up).
+# KEYS[1] leases ZSET   KEYS[2] freed LIST   ARGV[1] token   ARGV[2] most tokens kept   ARGV[3] the list's TTL (ms)
+# Returns 1 if the lease was held, 0 if it was gone.
+RELEASE_LUA = """
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 1 then
+  redis.call('LPUSH', KEYS[2], '1')
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return removed
 """
 
 # Extend a held lease by lease_ms from now. A lease past its expiry counts as lost even if not yet swept.
@@ -201,7 +219,10 @@ class LimiterConfig:
     requests_per_minute: int | None  # None: no rpm limit
     lease_s: float = 60.0  # a slot's lease; renewed every lease_s/3 while held
     cooldown_default_s: float = 2.0  # shared pause after a 429 without Retry-After
-    poll_s: float = 0.05  # base poll interval while waiting (jittered)
+    #: while every slot is taken a waiter sleeps on the freed list, woken by the next release; this (jittered) is
+    #: the longest it sleeps before asking again, for slots that come free without a release (a lease that expired,
+    #: a cap that rose)
+    poll_s: float = 0.25
     #: the sliding window the rpm limit is enforced over, allowing requests_per_minute * rpm_window_s / 60 requests
     #: in any window (at least 1). 60 s in production; tests shorten it.
     rpm_window_s: float = 60.0
@@ -233,6 +254,8 @@ class Limiter:
       request starts within the rpm window. TTL one window.
     - ``sts:lim:{kid}:cooldown`` STRING  set (value = end, server ms) for the length of the cool-down after a 429;
       its PTTL is the time left. Only ever lengthened.
+    - ``sts:lim:{kid}:freed``    LIST  one token per slot given back (at most ``FREED_TOKENS_KEPT``), for a waiter
+      to BLPOP: a waiting worker wakes when a slot comes free instead of polling. TTL one lease.
     - ``sts:lim:{kid}:state``    HASH  ``learned_cap`` (from ``maximum-concurrent-requests``), ``aimd_cap`` (present
       only while AIMD holds the cap below its ceiling), ``successes`` (2xx since the last change),
       ``decreased_at_ms`` (last multiplicative decrease). TTL ``STATE_TTL_S`` from the last response.
@@ -255,8 +278,10 @@ class Limiter:
         self._rpm_key = f"{prefix}:rpm"
         self._cooldown_key = f"{prefix}:cooldown"
         self._state_key = f"{prefix}:state"
+        self._freed_key = f"{prefix}:freed"
         self._acquire = redis.register_script(ACQUIRE_LUA)
         self._renew = redis.register_script(RENEW_LUA)
+        self._give_back = redis.register_script(RELEASE_LUA)
         self._observe = redis.register_script(OBSERVE_LUA)
         self._snapshot = redis.register_script(SNAPSHOT_LUA)
         self._rng = random.Random()
@@ -398,17 +423,16 @@ class Limiter:
             reason = text(reply[1])
             wait_hint_s = int(reply[2]) / 1000
             remaining_s = deadline - time.monotonic()
-            if reason == "cap":
-                pause_s = self._config.poll_s * self._rng.uniform(0.5, 1.5)
-            else:
-                # the cool-down / rpm window ends at a known time; the jitter keeps waiting workers from waking at once
-                pause_s = wait_hint_s + self._config.poll_s * self._rng.uniform(0.0, 1.0)
-            if remaining_s <= 0 or (reason != "cap" and wait_hint_s > remaining_s):
+            if reason == "cap" and remaining_s > 0:
+                self._await_release(min(self._config.poll_s * self._rng.uniform(0.5, 1.5), remaining_s))
+                continue
+            if remaining_s <= 0 or wait_hint_s > remaining_s:
                 raise SlotUnavailableError(
                     f"no request slot for API key {self._key_id} within {wait_s:.1f} s ({_describe(reason, reply)});"
                     " the job goes back to the queue"
                 )
-            time.sleep(min(pause_s, remaining_s))
+            # the cool-down / rpm window ends at a known time; the jitter keeps waiting workers from waking at once
+            time.sleep(min(wait_hint_s + WAKE_JITTER_S * self._rng.uniform(0.0, 1.0), remaining_s))
 
     def _renew_until_stopped(self, lease: Lease, stop: threading.Event) -> None:
         while not stop.wait(self._config.lease_s / 3):
@@ -426,9 +450,18 @@ class Limiter:
                 )
                 return
 
+    def _await_release(self, timeout_s: float) -> None:
+        """Sleep until a slot is given back (one waiter is woken per release) or ``timeout_s`` passes."""
+        try:
+            self._redis.blpop([self._freed_key], timeout=max(0.001, round(timeout_s, 3)))
+        except redis.RedisError as exc:  # asking again after the pause is all a wake-up would have done
+            self._log.debug("limiter %s: waiting for a freed slot failed (%s)", self._key_id, exc)
+            time.sleep(timeout_s)
+
     def _release(self, lease: Lease) -> None:
         try:
-            self._redis.zrem(self._leases_key, lease.token)
+            self._give_back(keys=[self._leases_key, self._freed_key],
+                            args=[lease.token, FREED_TOKENS_KEPT, self._lease_ms])
         except redis.RedisError as exc:
             # never mask the request's own outcome: the lease expires by itself within lease_s
             self._log.warning("limiter %s: could not release lease %s (%s); it expires within %.0f s",

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 import pytest
 import redis
 
-from pipeline.api.limiter import Limiter, LimiterConfig, key_id_for
+from pipeline.api.limiter import FREED_TOKENS_KEPT, Limiter, LimiterConfig, key_id_for
 from pipeline.errors import SlotUnavailableError
 from pipeline.local.services import LocalStack
 
@@ -176,6 +176,48 @@ def test_slot_unavailable_after_wait(redis_client: redis.Redis) -> None:
                 pass
         waited_s = time.monotonic() - started
     assert 0.45 <= waited_s < 5.0
+
+
+def test_a_waiter_is_woken_by_a_release_not_by_its_poll(redis_client: redis.Redis) -> None:
+    limiter = make(redis_client, cap=1, poll_s=20.0)  # a poll would take 10-30 s: only the wake-up can be quick
+    asked: list[float] = []
+    acquire = limiter._acquire
+    limiter._acquire = lambda **kw: (asked.append(time.monotonic()), acquire(**kw))[1]  # type: ignore[method-assign]
+    got: list[float] = []
+
+    def waiter() -> None:
+        with limiter.slot(wait_s=60):
+            got.append(time.monotonic())
+
+    with limiter.slot(wait_s=1):
+        threads = [threading.Thread(target=waiter) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(asked) >= 4, timeout_s=5)  # the holder's, then each waiter's first ask
+        time.sleep(0.5)
+        released = time.monotonic()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(got) == 3 and got[0] - released < 1.0 and got[-1] - released < 2.0
+    assert len(asked) <= 1 + 3 * 2  # each waiter asked at most once more per release it saw: no polling
+
+
+def test_a_slot_freed_without_a_release_is_found_by_the_poll(redis_client: redis.Redis) -> None:
+    limiter = make(redis_client, cap=1, poll_s=0.2)
+    with limiter.slot(wait_s=1):
+        redis_client.delete(f"sts:lim:{{{KEY_ID}}}:leases")  # the holder's lease gone with no release (expired)
+        started = time.monotonic()
+        with limiter.slot(wait_s=5):
+            assert time.monotonic() - started < 2.0
+
+
+def test_release_tokens_nobody_waits_for_do_not_pile_up(redis_client: redis.Redis) -> None:
+    limiter = make(redis_client, cap=2)
+    for _ in range(40):
+        with limiter.slot(wait_s=1):
+            pass
+    assert redis_client.llen(f"sts:lim:{{{KEY_ID}}}:freed") == FREED_TOKENS_KEPT
+    assert 0 < redis_client.pttl(f"sts:lim:{{{KEY_ID}}}:freed") <= 60_000
 
 
 def test_cooldown_after_429_delays_every_worker(redis_client: redis.Redis) -> None:
