@@ -66,20 +66,17 @@ def recording_order(count: int) -> list[int]:
 
 
 def make_batch(client: Any, workdir: Path, jobs: int, recordings: int, low_s: float, high_s: float) -> list[BatchJob]:
-    """``recordings`` speech-like WAVs evenly spread over [low_s, high_s], each job its own copy in S3."""
+    """``recordings`` speech-like WAVs evenly spread over [low_s, high_s], in S3 once each; the jobs take them in
+    turn (as a dataset night gives one recording to several voices), each with its own output."""
     step = (high_s - low_s) / max(1, recordings - 1)
     durations = [round(low_s + step * n, 2) for n in range(recordings)]
     files = [write_speech_like(workdir / f"rec-{n:02d}.wav", seconds, seed=n) for n, seconds in enumerate(durations)]
+    uris = [f"s3://{BUCKET}/in/rec-{n:02d}.wav" for n in range(recordings)]
+    upload_files(client, list(zip(files, uris, strict=True)))
     order = recording_order(recordings)
     rng = random.Random(7)
-    batch, uploads = [], []
-    for index in range(jobs):
-        rec = order[index % recordings]
-        uri = f"s3://{BUCKET}/in/{index:04d}.wav"
-        uploads.append((files[rec], uri))
-        batch.append(BatchJob(index, uri, VOICE_IDS[index % len(VOICE_IDS)], rng.randrange(2**31), durations[rec]))
-    upload_files(client, uploads)
-    return batch
+    return [BatchJob(index, uris[order[index % recordings]], VOICE_IDS[index % len(VOICE_IDS)], rng.randrange(2**31),
+                     durations[order[index % recordings]]) for index in range(jobs)]
 
 
 def run_pipeline(stack: LocalStack, storage: Storage, batch: list[BatchJob], workdir: Path, *, model: LatencyModel,
